@@ -19,8 +19,12 @@ use faer::Mat;
 
 fn bilinear_step_mats(a: &RMat, h: f64) -> (RMat, RMat) {
     let n = a.nrows();
-    let minus = Mat::from_fn(n, n, |i, j| (if i == j { 1.0 } else { 0.0 }) - h / 2.0 * a[(i, j)]);
-    let plus = Mat::from_fn(n, n, |i, j| (if i == j { 1.0 } else { 0.0 }) + h / 2.0 * a[(i, j)]);
+    let minus = Mat::from_fn(n, n, |i, j| {
+        (if i == j { 1.0 } else { 0.0 }) - h / 2.0 * a[(i, j)]
+    });
+    let plus = Mat::from_fn(n, n, |i, j| {
+        (if i == j { 1.0 } else { 0.0 }) + h / 2.0 * a[(i, j)]
+    });
     (minus, plus)
 }
 
@@ -55,7 +59,9 @@ pub fn legs_reconstruct(c: &[f64], t: f64, s: &[f64]) -> Vec<f64> {
 /// every state (L × N).
 pub fn legt_states(f: &[f64], n: usize, dt: f64, theta: f64) -> Result<Vec<Vec<f64>>> {
     if !(dt > 0.0 && theta > 0.0) {
-        return invalid(format!("dt and theta must be positive, got dt = {dt}, theta = {theta}"));
+        return invalid(format!(
+            "dt and theta must be positive, got dt = {dt}, theta = {theta}"
+        ));
     }
     let (a, b) = transition(Measure::LegT, n)?;
     let h = 2.0 * dt / theta;

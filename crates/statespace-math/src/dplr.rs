@@ -44,7 +44,7 @@ impl Dplr {
     /// The NPLR decomposition of a real `(A, B)` with `A + PPᵀ = c·I + skew` (`P` is rank × N).
     pub fn decompose(a: &RMat, b: &[f64], p: &[Vec<f64>]) -> Result<Self> {
         let n = a.nrows();
-        if n == 0 || n % 2 != 0 || a.ncols() != n {
+        if n == 0 || !n.is_multiple_of(2) || a.ncols() != n {
             return invalid(format!(
                 "DPLR needs a square A of even size, got {}×{}",
                 a.nrows(),
@@ -88,7 +88,7 @@ impl Dplr {
         let tol = 1e-9 * mu_max;
         let zero: Vec<usize> = (0..n).filter(|&i| mu[i].abs() <= tol).collect();
         let pos: Vec<usize> = (0..n).filter(|&i| mu[i] > tol).collect();
-        if zero.len() % 2 != 0 || 2 * pos.len() + zero.len() != n {
+        if !zero.len().is_multiple_of(2) || 2 * pos.len() + zero.len() != n {
             return invalid(format!(
                 "the spectrum of A + PPᵀ is not conjugate-paired ({} positive, {} zero imaginary parts, N = {n})",
                 pos.len(),
@@ -103,7 +103,13 @@ impl Dplr {
             for &j in &zero {
                 for part in 0..2 {
                     let mut w: Vec<f64> = (0..n)
-                        .map(|i| if part == 0 { u[(i, j)].re } else { u[(i, j)].im })
+                        .map(|i| {
+                            if part == 0 {
+                                u[(i, j)].re
+                            } else {
+                                u[(i, j)].im
+                            }
+                        })
                         .collect();
                     for q in &basis {
                         let d: f64 = w.iter().zip(q).map(|(x, y)| x * y).sum();
@@ -142,10 +148,9 @@ impl Dplr {
                 // v ← v·e^{iθ} makes v*B ← e^{−iθ} v*B; choose θ = arg(v*B).
                 bt / bt.norm()
             } else {
-                let big = col
-                    .iter()
-                    .copied()
-                    .fold(C64::new(0.0, 0.0), |m, x| if x.norm() > m.norm() + 1e-12 { x } else { m });
+                let big = col.iter().copied().fold(C64::new(0.0, 0.0), |m, x| {
+                    if x.norm() > m.norm() + 1e-12 { x } else { m }
+                });
                 (big / big.norm()).conj()
             };
             col.iter_mut().for_each(|x| *x *= phase);
@@ -193,7 +198,10 @@ impl Dplr {
 
 /// Completes a half set `x` (length N/2) to `(x, x̄)` (length N).
 pub fn complete(x: &[C64]) -> Vec<C64> {
-    x.iter().copied().chain(x.iter().map(|z| z.conj())).collect()
+    x.iter()
+        .copied()
+        .chain(x.iter().map(|z| z.conj()))
+        .collect()
 }
 
 /// The dense `N × N` matrix `diag(Λ, Λ̄) − [p; p̄][p; p̄]*` of a DPLR system given on its kept half.

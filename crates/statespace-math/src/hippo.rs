@@ -107,7 +107,13 @@ impl FromStr for Measure {
 /// Fourier measures: `d[2k] = k`, `d[2k+1] = 0`.
 fn fourier_d(n: usize) -> Vec<f64> {
     (0..n.saturating_sub(1))
-        .map(|j| if j % 2 == 0 { (j / 2) as f64 } else { 0.0 })
+        .map(|j| {
+            if j.is_multiple_of(2) {
+                (j / 2) as f64
+            } else {
+                0.0
+            }
+        })
         .collect()
 }
 
@@ -116,7 +122,7 @@ fn fourier_b(n: usize) -> Vec<f64> {
     (0..n)
         .map(|j| match j {
             0 => 1.0,
-            j if j % 2 == 0 => 2f64.sqrt(),
+            j if j.is_multiple_of(2) => 2f64.sqrt(),
             _ => 0.0,
         })
         .collect()
@@ -126,7 +132,7 @@ fn check(measure: Measure, n: usize) -> Result<()> {
     if n == 0 {
         return invalid("state size N must be at least 1");
     }
-    if matches!(measure, Measure::FouT | Measure::FouD) && n % 2 != 0 {
+    if matches!(measure, Measure::FouT | Measure::FouD) && !n.is_multiple_of(2) {
         return invalid(format!(
             "measure {measure} pairs states (cos, sin): N must be even, got {n}"
         ));
@@ -172,7 +178,9 @@ pub fn transition(measure: Measure, n: usize) -> Result<(RMat, Vec<f64>)> {
         }
         Measure::GLagT { alpha, beta } => {
             let l: Vec<f64> = (0..n)
-                .map(|i| (0.5 * (ln_gamma(i as f64 + alpha + 1.0) - ln_gamma(i as f64 + 1.0))).exp())
+                .map(|i| {
+                    (0.5 * (ln_gamma(i as f64 + alpha + 1.0) - ln_gamma(i as f64 + 1.0))).exp()
+                })
                 .collect();
             let a = Mat::from_fn(n, n, |i, k| {
                 let a0 = match i.cmp(&k) {
@@ -240,8 +248,12 @@ pub fn low_rank(measure: Measure, n: usize) -> Result<Vec<Vec<f64>>> {
             let s = std::f64::consts::FRAC_1_SQRT_2;
             let r = |i: usize| ((2 * i + 1) as f64).sqrt() * s;
             vec![
-                (0..n).map(|i| if i % 2 == 1 { r(i) } else { 0.0 }).collect(),
-                (0..n).map(|i| if i % 2 == 0 { r(i) } else { 0.0 }).collect(),
+                (0..n)
+                    .map(|i| if i % 2 == 1 { r(i) } else { 0.0 })
+                    .collect(),
+                (0..n)
+                    .map(|i| if i.is_multiple_of(2) { r(i) } else { 0.0 })
+                    .collect(),
             ]
         }
         Measure::LagT => vec![vec![std::f64::consts::FRAC_1_SQRT_2; n]],

@@ -161,9 +161,9 @@ fn small_solve(mut m: Vec<Vec<C64>>, mut y: Vec<C64>) -> Vec<C64> {
         y.swap(col, piv);
         for row in col + 1..r {
             let f = m[row][col] / m[col][col];
-            for k in col..r {
-                let v = m[col][k];
-                m[row][k] -= f * v;
+            let pivot_row = m[col].clone();
+            for (v, p) in m[row].iter_mut().zip(&pivot_row).skip(col) {
+                *v -= f * p;
             }
             let v = y[col];
             y[row] -= f * v;
@@ -189,7 +189,10 @@ impl DplrSystem {
             ));
         }
         if let Some((i, r)) = self.p.iter().enumerate().find(|(_, r)| r.len() != h) {
-            return invalid(format!("dplr system: p row {i} has {} entries, expected {h}", r.len()));
+            return invalid(format!(
+                "dplr system: p row {i} has {} entries, expected {h}",
+                r.len()
+            ));
         }
         Ok(())
     }
@@ -281,7 +284,9 @@ impl DplrSystem {
             return r_cb * dt;
         }
         let r_cp: Vec<C64> = (0..r).map(|j| sum(&|n| c[n], &|n| p[j][n])).collect();
-        let r_pb: Vec<C64> = (0..r).map(|i| sum(&|n| p[i][n].conj(), &|n| b[n])).collect();
+        let r_pb: Vec<C64> = (0..r)
+            .map(|i| sum(&|n| p[i][n].conj(), &|n| b[n]))
+            .collect();
         let cap: Vec<Vec<C64>> = (0..r)
             .map(|i| {
                 (0..r)
@@ -318,7 +323,7 @@ impl DplrSystem {
             .collect();
         // K is real: the DC bin (and the Nyquist bin for even L) are real up to rounding.
         spec[0].im = 0.0;
-        if len % 2 == 0 {
+        if len.is_multiple_of(2) {
             spec[bins - 1].im = 0.0;
         }
         let mut planner = RealFftPlanner::<f64>::new();

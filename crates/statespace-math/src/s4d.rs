@@ -78,7 +78,7 @@ impl FromStr for DiagInit {
 /// The `N/2` eigenvalues of the diagonal init `kind` for state size `n` (even, ≥ 2).
 /// `rng` is used by `rand` only.
 pub fn init_a(kind: DiagInit, n: usize, rng: &mut impl Rng) -> Result<Vec<C64>> {
-    if n < 2 || n % 2 != 0 {
+    if n < 2 || !n.is_multiple_of(2) {
         return invalid(format!(
             "state size N must be even and ≥ 2 (N/2 complex modes), got {n}"
         ));
@@ -105,7 +105,12 @@ pub fn init_a(kind: DiagInit, n: usize, rng: &mut impl Rng) -> Result<Vec<C64>> 
 }
 
 /// `count` step sizes with `log Δ ~ U[log dt_min, log dt_max]`.
-pub fn log_uniform_dt(count: usize, dt_min: f64, dt_max: f64, rng: &mut impl Rng) -> Result<Vec<f64>> {
+pub fn log_uniform_dt(
+    count: usize,
+    dt_min: f64,
+    dt_max: f64,
+    rng: &mut impl Rng,
+) -> Result<Vec<f64>> {
     if !(dt_min > 0.0 && dt_max >= dt_min && dt_max.is_finite()) {
         return invalid(format!(
             "need 0 < dt_min ≤ dt_max < ∞, got dt_min = {dt_min}, dt_max = {dt_max}"

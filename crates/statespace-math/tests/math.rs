@@ -48,7 +48,13 @@ fn normal_parts_are_shifted_skew_at_n64() {
         (Measure::LegT, 0.0),
         (Measure::FouT, 0.0),
         (Measure::LagT, 0.0),
-        (Measure::GLagT { alpha: 0.0, beta: 0.3 }, -0.15),
+        (
+            Measure::GLagT {
+                alpha: 0.0,
+                beta: 0.3,
+            },
+            -0.15,
+        ),
         (Measure::FouD, -0.5),
     ] {
         let (a, _) = hippo::transition(measure, 64).unwrap();
@@ -64,7 +70,9 @@ fn constant_input_is_stationary() {
     // A e₀ + B = 0: the projection of a constant signal does not move.
     for measure in [Measure::LegS, Measure::LegT, Measure::FouT] {
         let (a, b) = hippo::transition(measure, 64).unwrap();
-        let m = (0..64).map(|i| (a[(i, 0)] + b[i]).abs()).fold(0.0, f64::max);
+        let m = (0..64)
+            .map(|i| (a[(i, 0)] + b[i]).abs())
+            .fold(0.0, f64::max);
         assert!(m < 1e-12, "{measure}: |A e0 + B| = {m:e}");
     }
 }
@@ -87,7 +95,7 @@ fn legs_impulse_response_matches_closed_form() {
     for t in [0.01, 0.1, 0.5, 1.0, 3.0] {
         let ta = Mat::from_fn(n, n, |i, j| t * a[(i, j)]);
         let e = linalg::expm(&ta);
-        let x = (-t as f64).exp();
+        let x = (-t).exp();
         let p = linalg::legendre_all(n, 2.0 * x - 1.0);
         let mut err: f64 = 0.0;
         for i in 0..n {
@@ -121,7 +129,19 @@ fn fourier_measures_structure() {
         assert!((a[(i, j)] + 2.0 * std::f64::consts::PI * k as f64).abs() < 1e-14);
         assert!((a[(j, i)] - 2.0 * std::f64::consts::PI * k as f64).abs() < 1e-14);
     }
-    assert_eq!(b, vec![1.0, 0.0, 2f64.sqrt(), 0.0, 2f64.sqrt(), 0.0, 2f64.sqrt(), 0.0]);
+    assert_eq!(
+        b,
+        vec![
+            1.0,
+            0.0,
+            2f64.sqrt(),
+            0.0,
+            2f64.sqrt(),
+            0.0,
+            2f64.sqrt(),
+            0.0
+        ]
+    );
     // FouT = π·rotation − BBᵀ with the same pairing.
     let (a, b) = hippo::transition(Measure::FouT, 8).unwrap();
     assert!((a[(2, 3)] + std::f64::consts::PI + b[2] * b[3]).abs() < 1e-14);
@@ -160,7 +180,11 @@ fn glagt_matches_lagt_and_is_a_diagonal_similarity() {
             assert!((aa[(i, j)] - want).abs() < 1e-12, "A[{i},{j}]");
         }
         let want_b = binom[i] / l2[i].sqrt() / gamma_0p5.sqrt() * beta.powf(0.25);
-        assert!((ba[i] - want_b).abs() < 1e-12, "B[{i}] = {} want {want_b}", ba[i]);
+        assert!(
+            (ba[i] - want_b).abs() < 1e-12,
+            "B[{i}] = {} want {want_b}",
+            ba[i]
+        );
     }
     assert!(hippo::low_rank(Measure::GLagT { alpha, beta }, 6).is_err());
 }
@@ -185,7 +209,13 @@ fn legs_normal_part_spectrum_matches_published_values() {
 
 #[test]
 fn dplr_reproduces_a_on_the_conjugate_completed_modes() {
-    for measure in [Measure::LegS, Measure::LegT, Measure::LagT, Measure::FouT, Measure::FouD] {
+    for measure in [
+        Measure::LegS,
+        Measure::LegT,
+        Measure::LagT,
+        Measure::FouT,
+        Measure::FouD,
+    ] {
         let n = 64;
         let (a, b) = hippo::transition(measure, n).unwrap();
         let d = Dplr::from_measure(measure, n).unwrap();
@@ -219,7 +249,11 @@ fn dplr_on_the_kept_half_alone_is_not_a() {
     let d = Dplr::from_measure(Measure::LegS, n).unwrap();
     let h = n / 2;
     let half = Mat::from_fn(h, h, |i, j| {
-        (if i == j { d.lambda[i] } else { C64::new(0.0, 0.0) }) - d.p[0][i] * d.p[0][j].conj()
+        (if i == j {
+            d.lambda[i]
+        } else {
+            C64::new(0.0, 0.0)
+        }) - d.p[0][i] * d.p[0][j].conj()
     });
     let v = &d.v;
     let t = v * &half;
@@ -231,7 +265,10 @@ fn dplr_on_the_kept_half_alone_is_not_a() {
             err = err.max((2.0 * rec[(i, j)].re - a[(i, j)]).abs());
         }
     }
-    assert!(err > 1.0, "half-set reconstruction unexpectedly close: {err}");
+    assert!(
+        err > 1.0,
+        "half-set reconstruction unexpectedly close: {err}"
+    );
 }
 
 /// The LegS system in the diagonal basis with a real output row `c_orig` of the original basis.
@@ -256,7 +293,10 @@ fn legs_dplr_system(n: usize, c_orig: &[f64]) -> (DplrSystem, RMat, Vec<f64>) {
 
 fn random_real(n: usize, seed: u64) -> Vec<f64> {
     let mut rng = StdRng::seed_from_u64(seed);
-    s4d::complex_normal(n, &mut rng).iter().map(|z| z.re).collect()
+    s4d::complex_normal(n, &mut rng)
+        .iter()
+        .map(|z| z.re)
+        .collect()
 }
 
 #[test]
@@ -310,7 +350,11 @@ fn c_is_recovered_from_c_tilde() {
     let (dt, l) = (1e-3, 256);
     let ct = sys.c_tilde(dt, l).unwrap();
     let back = sys.c_from_c_tilde(&ct, dt, l).unwrap();
-    let err = back.iter().zip(&sys.c).map(|(x, y)| (x - y).norm()).fold(0.0, f64::max);
+    let err = back
+        .iter()
+        .zip(&sys.c)
+        .map(|(x, y)| (x - y).norm())
+        .fold(0.0, f64::max);
     assert!(err < 1e-10, "{err:e}");
 }
 
@@ -352,10 +396,22 @@ fn real_block_realization(sys: &DiagonalSystem) -> (RMat, Vec<f64>, Vec<f64>) {
         }
     });
     let b = (0..2 * h)
-        .map(|i| if i % 2 == 0 { sys.b[i / 2].re } else { sys.b[i / 2].im })
+        .map(|i| {
+            if i % 2 == 0 {
+                sys.b[i / 2].re
+            } else {
+                sys.b[i / 2].im
+            }
+        })
         .collect();
     let c = (0..2 * h)
-        .map(|i| if i % 2 == 0 { 2.0 * sys.c[i / 2].re } else { -2.0 * sys.c[i / 2].im })
+        .map(|i| {
+            if i % 2 == 0 {
+                2.0 * sys.c[i / 2].re
+            } else {
+                -2.0 * sys.c[i / 2].im
+            }
+        })
         .collect();
     (a, b, c)
 }
@@ -419,7 +475,11 @@ fn dss_kernel_sums_to_minus_h0_for_any_step() {
     for (dt, l) in [(1e-3, 100), (0.05, 1000), (1.0, 64)] {
         let k = sys.kernel(dt, Discretization::Dss, l).unwrap();
         let s: f64 = k.iter().sum();
-        assert!((s + h0.re).abs() < 1e-9 * h0.norm().max(1.0), "dt {dt}: Σ K = {s}, −H(0) = {}", -h0.re);
+        assert!(
+            (s + h0.re).abs() < 1e-9 * h0.norm().max(1.0),
+            "dt {dt}: Σ K = {s}, −H(0) = {}",
+            -h0.re
+        );
         assert!(k.iter().all(|x| x.is_finite()));
     }
 }
@@ -583,7 +643,7 @@ fn legt_reconstructs_the_sliding_window() {
 
 fn arb_mode() -> impl Strategy<Value = (f64, f64, f64, f64, f64, f64)> {
     (
-        0.01f64..3.0,  // −Re λ
+        0.01f64..3.0,   // −Re λ
         -50.0f64..50.0, // Im λ
         -2.0f64..2.0,
         -2.0f64..2.0,

@@ -1,0 +1,430 @@
+//! End-to-end tests of the `statespace` binary: outputs against closed forms and against the math
+//! core by another route, and every kind of malformed input file.
+
+use num_complex::Complex64 as C64;
+use serde_json::Value;
+use statespace_math::discretize::Discretization;
+use statespace_math::hippo::{self, Measure};
+use statespace_math::kernel;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_statespace"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn ok_json(args: &[&str]) -> Value {
+    let o = run(args);
+    assert!(o.status.success(), "{args:?} failed: {}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).expect("valid JSON")
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+fn tmpdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn kernel_of(path: &Path, extra: &[&str]) -> Vec<f64> {
+    let mut args = vec!["kernel", "--from", path.to_str().unwrap(), "--json"];
+    args.extend_from_slice(extra);
+    floats(&ok_json(&args)["kernel"])
+}
+
+fn rel_err(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let m = b.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+        / m
+}
+
+#[test]
+fn hippo_json_legs_matches_the_formula() {
+    let v = ok_json(&["hippo", "--measure", "legs", "--n", "5", "--json"]);
+    let a: Vec<Vec<f64>> = v["a"].as_array().unwrap().iter().map(floats).collect();
+    let b = floats(&v["b"]);
+    for n in 0..5 {
+        let rn = ((2 * n + 1) as f64).sqrt();
+        assert!((b[n] - rn).abs() < 1e-15);
+        for k in 0..5 {
+            let rk = ((2 * k + 1) as f64).sqrt();
+            let want = if n > k {
+                -rn * rk
+            } else if n == k {
+                -((n + 1) as f64)
+            } else {
+                0.0
+            };
+            assert!((a[n][k] - want).abs() < 1e-14, "A[{n}][{k}]");
+        }
+    }
+}
+
+#[test]
+fn hippo_json_every_measure_has_its_structure() {
+    // FouT, LegT: A + PPᵀ skew, with P = B (FouT) — computed here from the printed numbers.
+    let v = ok_json(&["hippo", "--measure", "fout", "--n", "8", "--json"]);
+    let a: Vec<Vec<f64>> = v["a"].as_array().unwrap().iter().map(floats).collect();
+    let b = floats(&v["b"]);
+    for i in 0..8 {
+        for j in 0..8 {
+            let s_ij = a[i][j] + b[i] * b[j];
+            let s_ji = a[j][i] + b[j] * b[i];
+            assert!((s_ij + s_ji).abs() < 1e-13);
+        }
+        // A e₀ + B = 0
+        assert!((a[i][0] + b[i]).abs() < 1e-13);
+    }
+    for m in ["legt", "lagt", "glagt", "foud"] {
+        let v = ok_json(&["hippo", "--measure", m, "--n", "6", "--json"]);
+        assert_eq!(v["a"].as_array().unwrap().len(), 6, "{m}");
+        assert_eq!(floats(&v["b"]).len(), 6, "{m}");
+    }
+    let text = stdout(&run(&["hippo", "--measure", "legs", "--n", "3"]));
+    assert!(text.contains("A =") && text.contains("B =") && text.contains("-3.00000"));
+}
+
+#[test]
+fn dense_kernels_match_closed_forms() {
+    // 1-state system a = −2, b = 1.5, c = 0.7.
+    let dir = tmpdir();
+    let (a, b, c, dt) = (-2.0f64, 1.5, 0.7, 0.3);
+    let f = write(
+        dir.path(),
+        "d.json",
+        &format!(r#"{{"kind":"dense","dt":{dt},"a":[[{a}]],"b":[{b}],"c":[{c}]}}"#),
+    );
+    let zoh = kernel_of(&f, &["--length", "6"]);
+    let bil = kernel_of(&f, &["--length", "6", "--discretization", "bilinear"]);
+    for l in 0..6 {
+        let want_zoh = c * (a * dt * l as f64).exp() * (((a * dt).exp() - 1.0) / a) * b;
+        let ab = (1.0 + dt * a / 2.0) / (1.0 - dt * a / 2.0);
+        let want_bil = c * ab.powi(l as i32) * dt * b / (1.0 - dt * a / 2.0);
+        assert!((zoh[l] - want_zoh).abs() < 1e-14, "zoh l={l}");
+        assert!((bil[l] - want_bil).abs() < 1e-14, "bilinear l={l}");
+    }
+}
+
+#[test]
+fn diagonal_kernels_match_closed_forms_and_text_matches_json() {
+    let dir = tmpdir();
+    let lam = [C64::new(-0.5, 3.0), C64::new(-0.1, 0.2)];
+    let bb = [C64::new(1.0, 0.5), C64::new(-0.3, 2.0)];
+    let cc = [C64::new(0.2, -1.0), C64::new(1.1, 0.4)];
+    let dt = 0.05;
+    let f = write(
+        dir.path(),
+        "s.json",
+        r#"{"kind":"diagonal","dt":0.05,"a_re":[-0.5,-0.1],"a_im":[3.0,0.2],
+            "b_re":[1.0,-0.3],"b_im":[0.5,2.0],"c_re":[0.2,1.1],"c_im":[-1.0,0.4]}"#,
+    );
+    let k = kernel_of(&f, &["--length", "50"]);
+    for (l, kl) in k.iter().enumerate() {
+        // K_l = 2 Re Σ c b (e^{Δλ} − 1)/λ e^{lΔλ}
+        let want: f64 = (0..2)
+            .map(|i| {
+                let z = lam[i] * dt;
+                2.0 * (cc[i] * bb[i] * (z.exp() - 1.0) / lam[i] * (z * l as f64).exp()).re
+            })
+            .sum();
+        assert!((kl - want).abs() < 1e-13, "l={l}: {kl} vs {want}");
+    }
+    let text = stdout(&run(&[
+        "kernel",
+        "--from",
+        f.to_str().unwrap(),
+        "--length",
+        "50",
+    ]));
+    let parsed: Vec<f64> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert_eq!(
+        parsed, k,
+        "text output must carry the same (round-trip exact) values"
+    );
+    let b = kernel_of(&f, &["--length", "50", "--discretization", "bilinear"]);
+    let d = kernel_of(&f, &["--length", "50", "--discretization", "dss"]);
+    assert!(rel_err(&b, &k) > 1e-6 && rel_err(&d, &k) > 1e-6);
+}
+
+#[test]
+fn dplr_form_of_legs_gives_the_dense_legs_kernel() {
+    // `hippo --form dplr` writes an SSM file with C = e₀ᵀV; its DPLR (Cauchy + Woodbury, C̃) kernel must
+    // equal the dense Krylov kernel of LegS with C = e₀ (computed here by the math core's dense route).
+    let dir = tmpdir();
+    let (n, l, dt) = (16usize, 300usize, 1e-3);
+    let o = run(&[
+        "hippo",
+        "--measure",
+        "legs",
+        "--n",
+        "16",
+        "--form",
+        "dplr",
+        "--dt",
+        "0.001",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let f = write(dir.path(), "legs.json", &stdout(&o));
+    let k = kernel_of(&f, &["--length", "300"]);
+    let (a, b) = hippo::transition(Measure::LegS, n).unwrap();
+    let mut c = vec![0.0; n];
+    c[0] = 1.0;
+    let reference = kernel::dense_kernel(&a, &b, &c, dt, Discretization::Bilinear, l).unwrap();
+    let e = rel_err(&k, &reference);
+    assert!(e < 1e-11, "{e:e}");
+    // The dplr kind is bilinear only.
+    let o = run(&[
+        "kernel",
+        "--from",
+        f.to_str().unwrap(),
+        "--length",
+        "8",
+        "--discretization",
+        "zoh",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("legs.json") && stderr(&o).contains("dplr"));
+    // The diagonal form is a valid diagonal file too.
+    let o = run(&[
+        "hippo",
+        "--measure",
+        "legs",
+        "--n",
+        "16",
+        "--form",
+        "diagonal",
+        "--json",
+    ]);
+    let f = write(dir.path(), "diag.json", &stdout(&o));
+    assert_eq!(kernel_of(&f, &["--length", "10"]).len(), 10);
+}
+
+#[test]
+fn init_kernels_are_seeded_and_plotted() {
+    let dir = tmpdir();
+    let png = dir.path().join("k.png");
+    let args = |seed: &'static str, png: &str| {
+        vec![
+            "kernel".to_string(),
+            "--init".into(),
+            "legs".into(),
+            "--n".into(),
+            "64".into(),
+            "--length".into(),
+            "1000".into(),
+            "--dt".into(),
+            "0.01".into(),
+            "--seed".into(),
+            seed.into(),
+            "--json".into(),
+            "--plot".into(),
+            png.into(),
+        ]
+    };
+    let p = png.to_str().unwrap();
+    let run_s = |a: Vec<String>| {
+        let o = bin().args(&a).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        floats(&serde_json::from_str::<Value>(&stdout(&o)).unwrap()["kernel"])
+    };
+    let k1 = run_s(args("1", p));
+    let k1b = run_s(args("1", p));
+    let k2 = run_s(args("2", p));
+    assert_eq!(k1, k1b);
+    assert_ne!(k1, k2);
+    // A stable kernel decays: the tail is much smaller than the head.
+    let head = k1[..100].iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    let tail = k1[900..].iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    assert!(tail < 0.1 * head, "head {head}, tail {tail}");
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    // IHDR: width and height, big-endian, at offsets 16 and 20.
+    assert_eq!(u32::from_be_bytes(bytes[16..20].try_into().unwrap()), 1000);
+    assert_eq!(u32::from_be_bytes(bytes[20..24].try_into().unwrap()), 600);
+    for init in ["inv", "lin", "quad", "real", "rand"] {
+        let o = run(&["kernel", "--init", init, "--n", "8", "--length", "5"]);
+        assert!(o.status.success(), "{init}: {}", stderr(&o));
+        assert_eq!(stdout(&o).lines().count(), 5);
+    }
+}
+
+#[test]
+fn bad_arguments_exit_2_with_a_message() {
+    for (args, needle) in [
+        (
+            vec!["kernel", "--init", "bogus", "--n", "8", "--length", "4"],
+            "bogus",
+        ),
+        (vec!["kernel", "--init", "legs", "--length", "4"], "--n"),
+        (
+            vec!["kernel", "--init", "legs", "--n", "7", "--length", "4"],
+            "even",
+        ),
+        (
+            vec!["kernel", "--init", "legs", "--n", "8", "--length", "0"],
+            "--length",
+        ),
+        (
+            vec![
+                "kernel", "--init", "legs", "--n", "8", "--length", "4", "--dt", "-1",
+            ],
+            "--dt",
+        ),
+        (vec!["hippo", "--measure", "fout", "--n", "5"], "even"),
+        (
+            vec!["hippo", "--measure", "glagt", "--n", "5", "--alpha", "2"],
+            "alpha",
+        ),
+        (vec!["hippo", "--measure", "nope", "--n", "5"], "nope"),
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"));
+    }
+    let dir = tmpdir();
+    let bad_png = dir.path().join("no/such/dir/k.png");
+    let o = run(&[
+        "kernel",
+        "--init",
+        "lin",
+        "--n",
+        "8",
+        "--length",
+        "4",
+        "--plot",
+        bad_png.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("k.png"));
+}
+
+const GOOD_DIAG: &str = r#""kind":"diagonal","dt":0.1,"a_re":[-0.5,-1],"a_im":[1,2],"b_re":[1,1],"b_im":[0,0],"c_re":[1,1],"c_im":[0,0]"#;
+
+#[test]
+fn malformed_files_exit_2_naming_file_and_field() {
+    let dir = tmpdir();
+    let dplr = r#""kind":"dplr","dt":0.1,"a_re":[-0.5,-1],"a_im":[1,2],"b_re":[1,1],"b_im":[0,0],"c_re":[1,1],"c_im":[0,0]"#;
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("truncated", "{\"kind\":\"diagonal\",\"dt\":0.1,\n\"a_re\":[-0.5,".into(), "ends early"),
+        ("not_json", "kind = diagonal".into(), "invalid JSON"),
+        ("overflow", format!("{{{}}}", GOOD_DIAG.replace("[-0.5,-1]", "[-0.5,1e999]")), "\"a_re\""),
+        ("unknown_kind", r#"{"kind":"triangular","dt":0.1}"#.into(), "\"kind\""),
+        ("kind_not_string", r#"{"kind":3,"dt":0.1}"#.into(), "\"kind\""),
+        ("top_level_array", "[1,2,3]".into(), "object"),
+        ("missing_dt", format!("{{{}}}", GOOD_DIAG.replace("\"dt\":0.1,", "")), "\"dt\""),
+        ("zero_dt", format!("{{{}}}", GOOD_DIAG.replace("\"dt\":0.1", "\"dt\":0")), "\"dt\""),
+        ("negative_dt", format!("{{{}}}", GOOD_DIAG.replace("\"dt\":0.1", "\"dt\":-0.1")), "\"dt\""),
+        ("unstable", format!("{{{}}}", GOOD_DIAG.replace("[-0.5,-1]", "[-0.5,0]")), "\"a_re\"[1]"),
+        ("mismatched_b", format!("{{{}}}", GOOD_DIAG.replace("\"b_re\":[1,1]", "\"b_re\":[1]")), "\"b_re\""),
+        ("mismatched_im", format!("{{{}}}", GOOD_DIAG.replace("\"c_im\":[0,0]", "\"c_im\":[0,0,0]")), "\"c_im\""),
+        ("string_entry", format!("{{{}}}", GOOD_DIAG.replace("\"a_im\":[1,2]", "\"a_im\":[1,\"2\"]")), "\"a_im\"[1]"),
+        ("not_array", format!("{{{}}}", GOOD_DIAG.replace("\"a_im\":[1,2]", "\"a_im\":5")), "\"a_im\""),
+        ("missing_c", format!("{{{}}}", GOOD_DIAG.replace(",\"c_im\":[0,0]", "")), "\"c_im\""),
+        ("unknown_field", format!("{{{},\"c_img\":[0,0]}}", GOOD_DIAG), "\"c_img\""),
+        ("empty_modes", r#"{"kind":"diagonal","dt":0.1,"a_re":[],"a_im":[],"b_re":[],"b_im":[],"c_re":[],"c_im":[]}"#.into(), "\"a_re\""),
+        ("dplr_missing_p", format!("{{{dplr}}}"), "\"p_re\""),
+        ("dplr_p_row_len", format!("{{{dplr},\"p_re\":[[1]],\"p_im\":[[0,0]]}}"), "p_re[0]"),
+        ("dplr_p_rows", format!("{{{dplr},\"p_re\":[[1,1],[0,0]],\"p_im\":[[0,0]]}}"), "\"p_im\""),
+        ("dplr_p_not_matrix", format!("{{{dplr},\"p_re\":[1,1],\"p_im\":[[0,0]]}}"), "\"p_re\"[0]"),
+        ("dense_not_square", r#"{"kind":"dense","dt":0.1,"a":[[-1,0],[0]],"b":[1,1],"c":[1,1]}"#.into(), "\"a\"[1]"),
+        ("dense_b_len", r#"{"kind":"dense","dt":0.1,"a":[[-1]],"b":[1,1],"c":[1]}"#.into(), "\"b\""),
+        ("dense_empty", r#"{"kind":"dense","dt":0.1,"a":[],"b":[],"c":[]}"#.into(), "\"a\""),
+        ("dense_field_of_diag", r#"{"kind":"dense","dt":0.1,"a":[[-1]],"b":[1],"c":[1],"a_re":[1]}"#.into(), "\"a_re\""),
+    ];
+    for (name, text, needle) in &cases {
+        let f = write(dir.path(), &format!("{name}.json"), text);
+        let o = run(&["kernel", "--from", f.to_str().unwrap(), "--length", "4"]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        assert!(
+            err.contains(&format!("{name}.json")),
+            "{name}: no file name in {err}"
+        );
+        assert!(err.contains(needle), "{name}: expected {needle} in {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    }
+    // Missing file and non-UTF-8 bytes.
+    let missing = dir.path().join("missing.json");
+    let o = run(&[
+        "kernel",
+        "--from",
+        missing.to_str().unwrap(),
+        "--length",
+        "4",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("missing.json"));
+    let f = dir.path().join("binary.json");
+    std::fs::write(&f, b"{\"kind\":\"dense\xff\"}").unwrap();
+    let o = run(&["kernel", "--from", f.to_str().unwrap(), "--length", "4"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("binary.json") && stderr(&o).contains("UTF-8"));
+    // DSS for dense systems is rejected.
+    let f = write(
+        dir.path(),
+        "dense_ok.json",
+        r#"{"kind":"dense","dt":0.1,"a":[[-1]],"b":[1],"c":[1]}"#,
+    );
+    let o = run(&[
+        "kernel",
+        "--from",
+        f.to_str().unwrap(),
+        "--length",
+        "4",
+        "--discretization",
+        "dss",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("dense_ok.json"));
+}
+
+#[test]
+fn closed_stdout_pipe_is_not_a_panic() {
+    let dir = tmpdir();
+    let f = write(dir.path(), "s.json", &format!("{{{GOOD_DIAG}}}"));
+    let mut child = bin()
+        .args([
+            "kernel",
+            "--from",
+            f.to_str().unwrap(),
+            "--length",
+            "300000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"));
+}
