@@ -23,7 +23,8 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A diagonal initialization of `A`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DiagInit {
     /// Diagonal part of the LegS NPLR form (S4D-LegS).
     LegS,

@@ -1,0 +1,23 @@
+//! # statespace-core
+//!
+//! The training engine, written like llm.c: every layer has an explicit `forward` that keeps what its
+//! hand-written `backward` needs; activations are `[batch, channels, length]` end to end; FFTs run along
+//! the contiguous length, linear layers are GEMMs over channels; rayon threads over batch × channels.
+//! Generic over `f32` (training) and `f64` (gradient checks against finite differences).
+//!
+//! - [`layers`]: linear, embedding, LayerNorm, BatchNorm, GELU, GLU, dropout, pooling, losses;
+//! - [`fftconv`]: per-channel long convolutions by FFT (causal and bidirectional);
+//! - [`kernel`]: the [`kernel::SequenceKernel`] trait every SSM kernel implements;
+//! - [`s4d`]: the S4D kernel;
+//! - [`model`]: the residual backbone;
+//! - [`params`]: the named parameter store.
+
+pub mod fftconv;
+pub mod float;
+pub mod kernel;
+pub mod layers;
+pub mod model;
+pub mod params;
+pub mod s4d;
+
+pub use float::Float;

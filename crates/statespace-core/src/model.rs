@@ -1,0 +1,754 @@
+//! The deep backbone: encoder → residual SSM blocks (pre- or post-norm) → pooling → decoder.
+//!
+//! ```text
+//! SSM layer   u [B,H,L] → K = kernel(L) → c = K ∗ u + D·u → GELU → dropout → linear H→2H → GLU → [B,H,L]
+//! block       pre-norm:  x + ssm(norm(x))          post-norm:  norm(x + ssm(x))
+//! model       encoder (linear d_in→H, or embedding) → blocks → [final norm if pre-norm]
+//!             → pool (mean | last | none) → decoder (linear H→d_out)
+//! ```
+//!
+//! Recurrent mode (`Model::stream_state` / `Model::step`) runs the same layers one time step at a
+//! time through each kernel's stepper; it equals the convolution mode for causal models and is an
+//! error for bidirectional ones.
+
+use crate::fftconv::FftConv;
+use crate::float::Float;
+use crate::kernel::{SequenceKernel, Stepper};
+use crate::layers::{self, BatchNorm, Dropout, Embedding, Gelu, Glu, LayerNorm, Linear, Pool};
+use crate::params::{ParamId, ParamKind, ParamStore};
+use crate::s4d::{Disc, S4dConfig, S4dKernel};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use statespace_math::s4d::DiagInit;
+
+/// The sequence-kernel kind of the SSM layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerKind {
+    /// Diagonal SSM (S4D).
+    S4d,
+}
+
+/// Normalization of the residual blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormKind {
+    /// LayerNorm over channels.
+    Layer,
+    /// BatchNorm over batch and length.
+    Batch,
+}
+
+fn d_model() -> usize {
+    128
+}
+fn n_layers() -> usize {
+    4
+}
+fn d_state() -> usize {
+    64
+}
+fn dt_min() -> f64 {
+    1e-3
+}
+fn dt_max() -> f64 {
+    1e-1
+}
+fn yes() -> bool {
+    true
+}
+fn init_legs() -> DiagInit {
+    DiagInit::LegS
+}
+fn zoh() -> Disc {
+    Disc::Zoh
+}
+fn kind_s4d() -> LayerKind {
+    LayerKind::S4d
+}
+fn norm_layer() -> NormKind {
+    NormKind::Layer
+}
+fn pool_mean() -> Pool {
+    Pool::Mean
+}
+
+/// The `[model]` section of a config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Kernel kind of the SSM layers (`layer.kind`): "s4d".
+    #[serde(default = "kind_s4d")]
+    pub kind: LayerKind,
+    /// Model width H (channels).
+    #[serde(default = "d_model")]
+    pub d_model: usize,
+    /// Number of residual blocks.
+    #[serde(default = "n_layers")]
+    pub n_layers: usize,
+    /// State size N per channel (N/2 complex modes).
+    #[serde(default = "d_state")]
+    pub d_state: usize,
+    /// Initialization of A: legs, inv, lin, quad, real, rand.
+    #[serde(default = "init_legs")]
+    pub init: DiagInit,
+    /// Discretization: zoh or bilinear.
+    #[serde(default = "zoh")]
+    pub disc: Disc,
+    /// Smallest initial step Δ.
+    #[serde(default = "dt_min")]
+    pub dt_min: f64,
+    /// Largest initial step Δ.
+    #[serde(default = "dt_max")]
+    pub dt_max: f64,
+    /// Bidirectional SSM layers (no recurrent mode).
+    #[serde(default)]
+    pub bidirectional: bool,
+    /// Block normalization: layer or batch.
+    #[serde(default = "norm_layer")]
+    pub norm: NormKind,
+    /// Pre-norm (true) or post-norm (false) blocks.
+    #[serde(default = "yes")]
+    pub prenorm: bool,
+    /// Dropout probability inside the SSM layers.
+    #[serde(default)]
+    pub dropout: f64,
+    /// One dropout mask per (sample, channel), shared along the sequence.
+    #[serde(default)]
+    pub tied_dropout: bool,
+    /// Pooling before the decoder: mean, last or none (decoder at every position).
+    #[serde(default = "pool_mean")]
+    pub pool: Pool,
+    /// Output linear H→2H followed by GLU (true) or a plain linear H→H.
+    #[serde(default = "yes")]
+    pub glu: bool,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("all fields have defaults")
+    }
+}
+
+impl ModelConfig {
+    /// Checks the values; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |f: &str, why: String| Err(format!("model.{f}: {why}"));
+        if self.d_model == 0 {
+            return bad("d_model", "must be at least 1".into());
+        }
+        if self.n_layers == 0 {
+            return bad("n_layers", "must be at least 1".into());
+        }
+        if self.d_state < 2 || !self.d_state.is_multiple_of(2) {
+            return bad(
+                "d_state",
+                format!(
+                    "must be even and ≥ 2 (N/2 complex modes), got {}",
+                    self.d_state
+                ),
+            );
+        }
+        if !(self.dt_min > 0.0 && self.dt_max >= self.dt_min && self.dt_max.is_finite()) {
+            return bad(
+                "dt_min",
+                format!(
+                    "need 0 < dt_min ≤ dt_max, got {} and {}",
+                    self.dt_min, self.dt_max
+                ),
+            );
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(
+                "dropout",
+                format!("must lie in [0, 1), got {}", self.dropout),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// How inputs enter and outputs leave the model (set by the task).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoShape {
+    /// Real input channels (0 for token inputs).
+    pub d_input: usize,
+    /// Vocabulary size for token inputs (0 for real inputs).
+    pub vocab: usize,
+    /// Output dimension (classes, or regression targets).
+    pub d_output: usize,
+}
+
+/// A batch of inputs.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a, T> {
+    /// Real values `[B, d_input, L]`.
+    Real(&'a [T]),
+    /// Token ids `[B, L]`.
+    Tokens(&'a [u32]),
+}
+
+#[derive(Debug)]
+enum Norm<T> {
+    Layer(LayerNorm<T>),
+    Batch(BatchNorm<T>),
+}
+
+impl<T: Float> Norm<T> {
+    fn new(store: &mut ParamStore<T>, name: &str, kind: NormKind, c: usize) -> Self {
+        match kind {
+            NormKind::Layer => Norm::Layer(LayerNorm::new(store, name, c)),
+            NormKind::Batch => Norm::Batch(BatchNorm::new(store, name, c)),
+        }
+    }
+    fn forward(
+        &mut self,
+        store: &ParamStore<T>,
+        x: &[T],
+        batch: usize,
+        len: usize,
+        train: bool,
+        y: &mut Vec<T>,
+    ) {
+        match self {
+            Norm::Layer(n) => n.forward(store, x, batch, len, y),
+            Norm::Batch(n) => n.forward(store, x, batch, len, train, y),
+        }
+    }
+    fn backward(&mut self, store: &mut ParamStore<T>, dy: &[T], dx: &mut Vec<T>) {
+        match self {
+            Norm::Layer(n) => n.backward(store, dy, dx),
+            Norm::Batch(n) => n.backward(store, dy, dx),
+        }
+    }
+}
+
+/// One SSM layer (kernel, FFT convolution, skip, GELU, dropout, output projection).
+#[derive(Debug)]
+pub struct SsmLayer<T: Float> {
+    /// The sequence kernel.
+    pub kernel: Box<dyn SequenceKernel<T>>,
+    /// Skip gain `D [H]`.
+    pub d: ParamId,
+    h: usize,
+    conv: Option<FftConv<T>>,
+    gelu: Gelu<T>,
+    dropout: Dropout<T>,
+    out: Linear<T>,
+    glu: Option<Glu<T>>,
+    u: Vec<T>,
+    k: Vec<T>,
+    kfull: Vec<T>,
+    c: Vec<T>,
+    a: Vec<T>,
+    dr: Vec<T>,
+    o: Vec<T>,
+    g1: Vec<T>,
+    g2: Vec<T>,
+    du: Vec<T>,
+    dkfull: Vec<T>,
+    dk: Vec<T>,
+    dims: (usize, usize),
+}
+
+impl<T: Float> SsmLayer<T> {
+    fn new(
+        store: &mut ParamStore<T>,
+        prefix: &str,
+        cfg: &ModelConfig,
+        rng: &mut impl Rng,
+    ) -> Result<Self, String> {
+        let h = cfg.d_model;
+        let kernel: Box<dyn SequenceKernel<T>> = match cfg.kind {
+            LayerKind::S4d => Box::new(S4dKernel::new(
+                store,
+                &format!("{prefix}.kernel"),
+                S4dConfig {
+                    channels: h,
+                    state_size: cfg.d_state,
+                    init: cfg.init,
+                    disc: cfg.disc,
+                    dt_min: cfg.dt_min,
+                    dt_max: cfg.dt_max,
+                    bidirectional: cfg.bidirectional,
+                },
+                rng,
+            )?),
+        };
+        let dvals = (0..h).map(|_| T::of(normal(rng))).collect();
+        let d = store.add(format!("{prefix}.d"), &[h], dvals, ParamKind::Weight);
+        let out_dim = if cfg.glu { 2 * h } else { h };
+        let out = Linear::new(store, &format!("{prefix}.out"), h, out_dim, true, rng);
+        Ok(Self {
+            kernel,
+            d,
+            h,
+            conv: None,
+            gelu: Gelu::new(),
+            dropout: Dropout::new(cfg.dropout, cfg.tied_dropout),
+            out,
+            glu: cfg.glu.then(Glu::new),
+            u: Vec::new(),
+            k: Vec::new(),
+            kfull: Vec::new(),
+            c: Vec::new(),
+            a: Vec::new(),
+            dr: Vec::new(),
+            o: Vec::new(),
+            g1: Vec::new(),
+            g2: Vec::new(),
+            du: Vec::new(),
+            dkfull: Vec::new(),
+            dk: Vec::new(),
+            dims: (0, 0),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &mut self,
+        store: &ParamStore<T>,
+        u: &[T],
+        batch: usize,
+        len: usize,
+        train: bool,
+        seed: u64,
+        y: &mut Vec<T>,
+    ) {
+        let h = self.h;
+        self.dims = (batch, len);
+        if self.conv.as_ref().is_none_or(|c| c.len() != len) {
+            self.conv = Some(FftConv::new(len));
+        }
+        self.u.clear();
+        self.u.extend_from_slice(u);
+        self.kernel.forward(store, len, &mut self.k);
+        let dirs = self.kernel.directions();
+        let n = 2 * len;
+        self.kfull.clear();
+        self.kfull.resize(h * n, T::zero());
+        for ch in 0..h {
+            let row = &mut self.kfull[ch * n..(ch + 1) * n];
+            row[..len].copy_from_slice(&self.k[ch * len..(ch + 1) * len]);
+            if dirs == 2 {
+                let rev = &self.k[(h + ch) * len..(h + ch + 1) * len];
+                for (j, v) in rev.iter().enumerate() {
+                    row[n - 1 - j] += *v;
+                }
+            }
+        }
+        let conv = self.conv.as_mut().expect("planned above");
+        conv.forward(u, &self.kfull, batch, h, &mut self.c);
+        let d = store.value(self.d);
+        for (row, (cr, ur)) in self.c.chunks_mut(len).zip(u.chunks(len)).enumerate() {
+            let dv = d[row % h];
+            cr.iter_mut().zip(ur).for_each(|(c, u)| *c += dv * *u);
+        }
+        self.gelu.forward(&self.c, &mut self.a);
+        self.dropout
+            .forward(&self.a, len, train, seed, &mut self.dr);
+        if let Some(glu) = &mut self.glu {
+            self.out.forward(store, &self.dr, batch, len, &mut self.o);
+            glu.forward(&self.o, batch, h, len, y);
+        } else {
+            self.out.forward(store, &self.dr, batch, len, y);
+        }
+    }
+
+    fn backward(&mut self, store: &mut ParamStore<T>, dy: &[T], dx: &mut Vec<T>) {
+        let h = self.h;
+        let (batch, len) = self.dims;
+        if let Some(glu) = &self.glu {
+            glu.backward(dy, &mut self.g1);
+            self.out.backward(store, &self.g1, &mut self.g2);
+        } else {
+            self.out.backward(store, dy, &mut self.g2);
+        }
+        self.dropout.backward(&self.g2, &mut self.g1);
+        self.gelu.backward(&self.g1, &mut self.g2);
+        // g2 = dℒ/dc: the skip D·u and the convolution
+        {
+            let dd = store.grad_mut(self.d);
+            for (row, (gr, ur)) in self.g2.chunks(len).zip(self.u.chunks(len)).enumerate() {
+                dd[row % h] += gr.iter().zip(ur).map(|(g, u)| *g * *u).sum::<T>();
+            }
+        }
+        let conv = self.conv.as_mut().expect("forward ran");
+        conv.backward(&self.g2, &mut self.du, &mut self.dkfull);
+        let d = store.value(self.d);
+        dx.clear();
+        dx.extend_from_slice(&self.du);
+        for (row, (dxr, gr)) in dx.chunks_mut(len).zip(self.g2.chunks(len)).enumerate() {
+            let dv = d[row % h];
+            dxr.iter_mut().zip(gr).for_each(|(x, g)| *x += dv * *g);
+        }
+        let dirs = self.kernel.directions();
+        let n = 2 * len;
+        self.dk.clear();
+        self.dk.resize(dirs * h * len, T::zero());
+        for ch in 0..h {
+            let row = &self.dkfull[ch * n..(ch + 1) * n];
+            self.dk[ch * len..(ch + 1) * len].copy_from_slice(&row[..len]);
+            if dirs == 2 {
+                for j in 0..len {
+                    self.dk[(h + ch) * len + j] = row[n - 1 - j];
+                }
+            }
+        }
+        let _ = batch;
+        self.kernel.backward(store, &self.dk);
+    }
+}
+
+fn normal(rng: &mut impl Rng) -> f64 {
+    use rand_distr::{Distribution, StandardNormal};
+    StandardNormal.sample(rng)
+}
+
+#[derive(Debug)]
+struct Block<T: Float> {
+    norm: Norm<T>,
+    ssm: SsmLayer<T>,
+    prenorm: bool,
+    x: Vec<T>,
+    z: Vec<T>,
+    s: Vec<T>,
+    g: Vec<T>,
+    g2: Vec<T>,
+}
+
+#[derive(Debug)]
+enum Encoder<T: Float> {
+    Linear(Linear<T>),
+    Embedding(Embedding),
+}
+
+/// A model: parameters, layers and the activations of the last forward.
+#[derive(Debug)]
+pub struct Model<T: Float> {
+    /// The model configuration.
+    pub cfg: ModelConfig,
+    /// Input and output shape.
+    pub io: IoShape,
+    /// All parameters.
+    pub store: ParamStore<T>,
+    encoder: Encoder<T>,
+    blocks: Vec<Block<T>>,
+    final_norm: Option<Norm<T>>,
+    decoder: Linear<T>,
+    acts: Vec<Vec<T>>,
+    fnorm_out: Vec<T>,
+    pooled: Vec<T>,
+    out: Vec<T>,
+    grad_a: Vec<T>,
+    grad_b: Vec<T>,
+    dims: (usize, usize),
+}
+
+impl<T: Float> Model<T> {
+    /// Builds and initializes a model (parameters drawn from `rng`).
+    pub fn new(cfg: &ModelConfig, io: IoShape, rng: &mut impl Rng) -> Result<Self, String> {
+        cfg.validate()?;
+        if (io.d_input == 0) == (io.vocab == 0) {
+            return Err(
+                "exactly one of d_input (real inputs) and vocab (tokens) must be non-zero".into(),
+            );
+        }
+        if io.d_output == 0 {
+            return Err("the task has no outputs (d_output = 0)".into());
+        }
+        let h = cfg.d_model;
+        let mut store = ParamStore::new();
+        let encoder = if io.vocab > 0 {
+            Encoder::Embedding(Embedding::new(&mut store, "encoder", io.vocab, h, rng))
+        } else {
+            Encoder::Linear(Linear::new(&mut store, "encoder", io.d_input, h, true, rng))
+        };
+        let mut blocks = Vec::new();
+        for i in 0..cfg.n_layers {
+            let norm = Norm::new(&mut store, &format!("blocks.{i}.norm"), cfg.norm, h);
+            let ssm = SsmLayer::new(&mut store, &format!("blocks.{i}.ssm"), cfg, rng)?;
+            blocks.push(Block {
+                norm,
+                ssm,
+                prenorm: cfg.prenorm,
+                x: Vec::new(),
+                z: Vec::new(),
+                s: Vec::new(),
+                g: Vec::new(),
+                g2: Vec::new(),
+            });
+        }
+        let final_norm = cfg
+            .prenorm
+            .then(|| Norm::new(&mut store, "final_norm", cfg.norm, h));
+        let decoder = Linear::new(&mut store, "decoder", h, io.d_output, true, rng);
+        Ok(Self {
+            cfg: cfg.clone(),
+            io,
+            store,
+            encoder,
+            blocks,
+            final_norm,
+            decoder,
+            acts: Vec::new(),
+            fnorm_out: Vec::new(),
+            pooled: Vec::new(),
+            out: Vec::new(),
+            grad_a: Vec::new(),
+            grad_b: Vec::new(),
+            dims: (0, 0),
+        })
+    }
+
+    /// Forward pass; returns the output `[B, d_out]` (pooled) or `[B, d_out, L]` (pool = none).
+    /// `seed` drives dropout (a function of the training step, so runs are reproducible).
+    pub fn forward(
+        &mut self,
+        input: Input<'_, T>,
+        batch: usize,
+        len: usize,
+        train: bool,
+        seed: u64,
+    ) -> &[T] {
+        let h = self.cfg.d_model;
+        self.dims = (batch, len);
+        let nb = self.blocks.len();
+        self.acts.resize_with(nb + 1, Vec::new);
+        match (&mut self.encoder, input) {
+            (Encoder::Linear(lin), Input::Real(x)) => {
+                lin.forward(&self.store, x, batch, len, &mut self.acts[0])
+            }
+            (Encoder::Embedding(e), Input::Tokens(t)) => {
+                e.forward(&self.store, t, batch, len, &mut self.acts[0])
+            }
+            _ => panic!("input kind does not match the model's encoder"),
+        }
+        for (i, blk) in self.blocks.iter_mut().enumerate() {
+            let (before, after) = self.acts.split_at_mut(i + 1);
+            let x = &before[i];
+            let y = &mut after[0];
+            let lseed = layers::splitmix64(seed ^ layers::splitmix64(i as u64 + 1));
+            blk.x.clear();
+            blk.x.extend_from_slice(x);
+            if blk.prenorm {
+                blk.norm
+                    .forward(&self.store, x, batch, len, train, &mut blk.z);
+                blk.ssm
+                    .forward(&self.store, &blk.z, batch, len, train, lseed, &mut blk.s);
+                y.clear();
+                y.extend(x.iter().zip(&blk.s).map(|(a, b)| *a + *b));
+            } else {
+                blk.ssm
+                    .forward(&self.store, x, batch, len, train, lseed, &mut blk.s);
+                blk.z.clear();
+                blk.z.extend(x.iter().zip(&blk.s).map(|(a, b)| *a + *b));
+                blk.norm.forward(&self.store, &blk.z, batch, len, train, y);
+            }
+        }
+        let last = &self.acts[nb];
+        let feats: &[T] = if let Some(fnorm) = &mut self.final_norm {
+            fnorm.forward(&self.store, last, batch, len, train, &mut self.fnorm_out);
+            &self.fnorm_out
+        } else {
+            last
+        };
+        if self.cfg.pool == Pool::None {
+            self.decoder
+                .forward(&self.store, feats, batch, len, &mut self.out);
+        } else {
+            layers::pool_forward(self.cfg.pool, feats, batch * h, len, &mut self.pooled);
+            self.decoder
+                .forward(&self.store, &self.pooled, batch, 1, &mut self.out);
+        }
+        &self.out
+    }
+
+    /// Backward pass from `dout` (same shape as the output); accumulates every parameter gradient.
+    pub fn backward(&mut self, dout: &[T]) {
+        let (batch, len) = self.dims;
+        let _ = batch;
+        let mut g = std::mem::take(&mut self.grad_a);
+        let mut g2 = std::mem::take(&mut self.grad_b);
+        if self.cfg.pool == Pool::None {
+            self.decoder.backward(&mut self.store, dout, &mut g);
+        } else {
+            self.decoder.backward(&mut self.store, dout, &mut g2);
+            layers::pool_backward(self.cfg.pool, &g2, len, &mut g);
+        }
+        if let Some(fnorm) = &mut self.final_norm {
+            fnorm.backward(&mut self.store, &g, &mut g2);
+            std::mem::swap(&mut g, &mut g2);
+        }
+        for blk in self.blocks.iter_mut().rev() {
+            if blk.prenorm {
+                // out = x + ssm(norm(x))
+                blk.ssm.backward(&mut self.store, &g, &mut blk.g);
+                blk.norm.backward(&mut self.store, &blk.g, &mut blk.g2);
+                g.iter_mut().zip(&blk.g2).for_each(|(a, b)| *a += *b);
+            } else {
+                // out = norm(x + ssm(x))
+                blk.norm.backward(&mut self.store, &g, &mut blk.g);
+                blk.ssm.backward(&mut self.store, &blk.g, &mut blk.g2);
+                g.clear();
+                g.extend(blk.g.iter().zip(&blk.g2).map(|(a, b)| *a + *b));
+            }
+        }
+        match &mut self.encoder {
+            Encoder::Linear(lin) => lin.backward(&mut self.store, &g, &mut g2),
+            Encoder::Embedding(e) => e.backward(&mut self.store, &g),
+        }
+        self.grad_a = g;
+        self.grad_b = g2;
+    }
+
+    /// Gradient of the loss with respect to a real input of the last forward/backward (`[B, d_in, L]`).
+    pub fn input_grad(&self) -> &[T] {
+        &self.grad_b
+    }
+
+    /// The BatchNorm running statistics, by name (`blocks.0.norm.running_mean`, …).
+    pub fn buffers(&self) -> Vec<(String, &Vec<T>)> {
+        fn push<'a, T: Float>(name: String, n: &'a Norm<T>, out: &mut Vec<(String, &'a Vec<T>)>) {
+            if let Norm::Batch(b) = n {
+                out.push((format!("{name}.running_mean"), &b.running_mean));
+                out.push((format!("{name}.running_var"), &b.running_var));
+            }
+        }
+        let mut out = Vec::new();
+        for (i, blk) in self.blocks.iter().enumerate() {
+            push(format!("blocks.{i}.norm"), &blk.norm, &mut out);
+        }
+        if let Some(f) = &self.final_norm {
+            push("final_norm".into(), f, &mut out);
+        }
+        out
+    }
+
+    /// Mutable access to the BatchNorm running statistics, by name.
+    pub fn buffers_mut(&mut self) -> Vec<(String, &mut Vec<T>)> {
+        fn push<'a, T: Float>(
+            name: String,
+            n: &'a mut Norm<T>,
+            out: &mut Vec<(String, &'a mut Vec<T>)>,
+        ) {
+            if let Norm::Batch(b) = n {
+                out.push((format!("{name}.running_mean"), &mut b.running_mean));
+                out.push((format!("{name}.running_var"), &mut b.running_var));
+            }
+        }
+        let mut out = Vec::new();
+        for (i, blk) in self.blocks.iter_mut().enumerate() {
+            push(format!("blocks.{i}.norm"), &mut blk.norm, &mut out);
+        }
+        if let Some(f) = &mut self.final_norm {
+            push("final_norm".into(), f, &mut out);
+        }
+        out
+    }
+
+    /// A fresh recurrent state for `batch` streams (an error for bidirectional models).
+    pub fn stream_state(&self, batch: usize) -> Result<StreamState<T>, String> {
+        let steppers = self
+            .blocks
+            .iter()
+            .map(|b| b.ssm.kernel.stepper(&self.store))
+            .collect::<Result<Vec<_>, _>>()?;
+        let states = steppers
+            .iter()
+            .map(|s| vec![T::zero(); batch * s.state_len()])
+            .collect();
+        Ok(StreamState {
+            steppers,
+            states,
+            batch,
+            t: 0,
+            mean: vec![T::zero(); batch * self.cfg.d_model],
+        })
+    }
+
+    /// One time step for every stream: `x [B, d_in]` (or tokens `[B]`) → output `[B, d_out]`, the
+    /// decoder's output as if the sequence ended here (with mean pooling: over the steps so far).
+    pub fn step(&mut self, st: &mut StreamState<T>, input: Input<'_, T>) -> Vec<T> {
+        let h = self.cfg.d_model;
+        let batch = st.batch;
+        let mut x = Vec::new();
+        match (&mut self.encoder, input) {
+            (Encoder::Linear(lin), Input::Real(v)) => lin.forward(&self.store, v, batch, 1, &mut x),
+            (Encoder::Embedding(e), Input::Tokens(t)) => {
+                e.forward(&self.store, t, batch, 1, &mut x)
+            }
+            _ => panic!("input kind does not match the model's encoder"),
+        }
+        let mut z = Vec::new();
+        let mut s = Vec::new();
+        for (i, blk) in self.blocks.iter_mut().enumerate() {
+            let stepper = &st.steppers[i];
+            let sl = stepper.state_len();
+            let layer_in: Vec<T> = if blk.prenorm {
+                blk.norm.forward(&self.store, &x, batch, 1, false, &mut z);
+                z.clone()
+            } else {
+                x.clone()
+            };
+            let mut c = vec![T::zero(); batch * h];
+            for b in 0..batch {
+                stepper.step(
+                    &mut st.states[i][b * sl..(b + 1) * sl],
+                    &layer_in[b * h..(b + 1) * h],
+                    &mut c[b * h..(b + 1) * h],
+                );
+            }
+            let d = self.store.value(blk.ssm.d);
+            for (j, cv) in c.iter_mut().enumerate() {
+                *cv += d[j % h] * layer_in[j];
+            }
+            let mut a = Vec::new();
+            let mut gelu = Gelu::new();
+            gelu.forward(&c, &mut a);
+            if let Some(_glu) = &blk.ssm.glu {
+                let mut o = Vec::new();
+                let mut lin = blk.ssm.out.clone();
+                lin.forward(&self.store, &a, batch, 1, &mut o);
+                let mut g = Glu::new();
+                g.forward(&o, batch, h, 1, &mut s);
+            } else {
+                let mut lin = blk.ssm.out.clone();
+                lin.forward(&self.store, &a, batch, 1, &mut s);
+            }
+            if blk.prenorm {
+                x.iter_mut().zip(&s).for_each(|(a, b)| *a += *b);
+            } else {
+                let r: Vec<T> = x.iter().zip(&s).map(|(a, b)| *a + *b).collect();
+                blk.norm.forward(&self.store, &r, batch, 1, false, &mut x);
+            }
+        }
+        let mut feats = x;
+        if let Some(f) = &mut self.final_norm {
+            let mut y = Vec::new();
+            f.forward(&self.store, &feats, batch, 1, false, &mut y);
+            feats = y;
+        }
+        st.t += 1;
+        if self.cfg.pool == Pool::Mean {
+            let w = T::of(1.0 / st.t as f64);
+            for (m, f) in st.mean.iter_mut().zip(&feats) {
+                *m += (*f - *m) * w;
+            }
+            feats = st.mean.clone();
+        }
+        let mut out = Vec::new();
+        let mut dec = self.decoder.clone();
+        dec.forward(&self.store, &feats, batch, 1, &mut out);
+        out
+    }
+}
+
+/// The recurrent state of a model for `batch` streams.
+pub struct StreamState<T: Float> {
+    steppers: Vec<Box<dyn Stepper<T>>>,
+    states: Vec<Vec<T>>,
+    batch: usize,
+    t: usize,
+    mean: Vec<T>,
+}
