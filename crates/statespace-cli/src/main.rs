@@ -5,6 +5,7 @@
 
 mod plot;
 mod ssm_file;
+mod train_cmd;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use rand::SeedableRng;
@@ -38,6 +39,43 @@ enum Command {
     Hippo(HippoArgs),
     /// Compute (and optionally plot) the convolution kernel K_l = C Ā^l B̄, l = 0 … L−1.
     Kernel(KernelArgs),
+    /// Train a model from a TOML config (or resume a run directory).
+    #[command(after_long_help = train_cmd::CONFIG_HELP)]
+    Train(TrainArgs),
+    /// Evaluate a run's best checkpoint on the test split.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// The run configuration (see `statespace train --help` for every field).
+    #[arg(long, conflicts_with = "resume", required_unless_present = "resume")]
+    config: Option<PathBuf>,
+    /// Continue the run in this directory from its last.safetensors (same config, same result).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Override a config field, e.g. --set train.lr=0.004 (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    sets: Vec<String>,
+    /// Directory of the dataset files (overrides task.data_dir).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Run directory (default runs/<config name>).
+    #[arg(long, conflicts_with = "resume")]
+    out: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// A run directory (its best.safetensors) or a checkpoint file.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Directory of the dataset files (overrides the config's task.data_dir).
+    #[arg(long)]
+    data: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum, Debug)]
@@ -151,6 +189,18 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Hippo(a) => run_hippo(&a),
         Command::Kernel(a) => run_kernel(&a),
+        Command::Train(a) => train_cmd::train(
+            a.config.as_deref(),
+            a.resume.as_deref(),
+            &a.sets,
+            a.data.as_deref(),
+            a.out.as_deref(),
+            a.quiet,
+        )
+        .map_err(Failure::Input),
+        Command::Eval(a) => {
+            train_cmd::eval(&a.checkpoint, a.data.as_deref()).map_err(Failure::Input)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -428,3 +428,197 @@ fn closed_stdout_pipe_is_not_a_panic() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("panicked"));
 }
+
+const RUN_CFG: &str = r#"
+[task]
+name = "copying"
+copy_tokens = 4
+blanks = 120
+alphabet = 6
+train_size = 1600
+val_size = 64
+test_size = 64
+
+[model]
+d_model = 32
+n_layers = 2
+d_state = 16
+pool = "none"
+dropout = 0.1
+
+[train]
+epochs = 4
+batch_size = 16
+lr = 0.005
+warmup_steps = 20
+threads = 2
+checkpoint_every = 7
+log_every = 5
+"#;
+
+fn metrics_without_timing(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("tokens_per_s");
+            v
+        })
+        .collect()
+}
+
+fn last_step(dir: &Path) -> Option<usize> {
+    let l = statespace_core::checkpoint::load::<f32>(&dir.join("last.safetensors")).ok()?;
+    l.meta.get("step")?.parse().ok()
+}
+
+#[test]
+fn kill_9_then_resume_is_bitwise_identical() {
+    let dir = tmpdir();
+    let cfg = write(dir.path(), "run.toml", RUN_CFG);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let o = run(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        a.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("test accuracy"));
+    let total = last_step(&a).unwrap();
+    // The same run, killed with SIGKILL once a few checkpoints exist, then resumed.
+    let mut child = bin()
+        .args([
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            b.to_str().unwrap(),
+            "--quiet",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while last_step(&b).is_none_or(|s| s < 30) {
+        assert!(t0.elapsed().as_secs() < 120, "no checkpoint appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let killed_at = last_step(&b).unwrap();
+    assert!(
+        killed_at < total,
+        "the run finished before it could be killed ({killed_at} of {total} steps)"
+    );
+    let o = run(&["train", "--resume", b.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for file in ["last.safetensors", "best.safetensors"] {
+        let la = statespace_core::checkpoint::load::<f32>(&a.join(file)).unwrap();
+        let lb = statespace_core::checkpoint::load::<f32>(&b.join(file)).unwrap();
+        assert_eq!(la.meta, lb.meta, "{file} metadata");
+        assert_eq!(la.tensors.len(), lb.tensors.len());
+        for (name, t) in &la.tensors {
+            let u = &lb.tensors[name];
+            assert_eq!(t.shape, u.shape);
+            assert!(
+                t.data
+                    .iter()
+                    .zip(&u.data)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{file}: {name} differs"
+            );
+        }
+    }
+    assert_eq!(metrics_without_timing(&a), metrics_without_timing(&b));
+    // eval of the run directory reproduces the final test line
+    let o = run(&["eval", "--checkpoint", b.to_str().unwrap()]);
+    assert!(
+        o.status.success() && stdout(&o).contains("accuracy"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn bad_configs_and_checkpoints_are_named_errors() {
+    let dir = tmpdir();
+    let cases = [
+        ("syntax", "[task\nname = 1", "syntax.toml"),
+        (
+            "unknown",
+            &RUN_CFG.replace("[model]", "[model]\nwidth = 3") as &str,
+            "width",
+        ),
+        (
+            "value",
+            &RUN_CFG.replace("d_state = 16", "d_state = 15"),
+            "d_state",
+        ),
+        (
+            "task",
+            &RUN_CFG.replace("\"copying\"", "\"imagenet\""),
+            "imagenet",
+        ),
+    ];
+    for (name, text, needle) in cases {
+        let f = write(dir.path(), &format!("{name}.toml"), text);
+        let o = run(&[
+            "train",
+            "--config",
+            f.to_str().unwrap(),
+            "--out",
+            dir.path().join(name).to_str().unwrap(),
+            "--quiet",
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{name}");
+        assert!(
+            stderr(&o).contains(&format!("{name}.toml")) && stderr(&o).contains(needle),
+            "{name}: {}",
+            stderr(&o)
+        );
+    }
+    // an image task without its files names the missing file
+    let img = write(
+        dir.path(),
+        "img.toml",
+        "[task]\nname = \"sfashion\"\n[train]\n",
+    );
+    let o = run(&[
+        "train",
+        "--config",
+        img.to_str().unwrap(),
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--out",
+        dir.path().join("img").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("train-images-idx3-ubyte"),
+        "{}",
+        stderr(&o)
+    );
+    // a damaged checkpoint
+    let d = dir.path().join("damaged");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("best.safetensors"),
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":",
+    )
+    .unwrap();
+    let o = run(&["eval", "--checkpoint", d.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("best.safetensors"), "{}", stderr(&o));
+    let o = run(&[
+        "train",
+        "--resume",
+        dir.path().join("nothing").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("config.toml"), "{}", stderr(&o));
+}

@@ -25,6 +25,7 @@ pub struct FftConv<T: Float> {
     c2r: Arc<dyn ComplexToReal<T>>,
     kf: Vec<Complex<T>>,
     uf: Vec<Complex<T>>,
+    dyf: Vec<Complex<T>>,
     dims: (usize, usize),
 }
 
@@ -46,6 +47,7 @@ impl<T: Float> FftConv<T> {
             c2r: planner.plan_fft_inverse(n),
             kf: Vec::new(),
             uf: Vec::new(),
+            dyf: Vec::new(),
             dims: (0, 0),
         }
     }
@@ -77,7 +79,6 @@ impl<T: Float> FftConv<T> {
         self.dims = (batch, h);
         self.kf.resize(h * bins, Complex::default());
         self.uf.resize(batch * h * bins, Complex::default());
-        y.clear();
         y.resize(batch * h * len, T::zero());
         let r2c = &self.r2c;
         let c2r = &self.c2r;
@@ -134,9 +135,9 @@ impl<T: Float> FftConv<T> {
         let (len, n, bins) = (self.len, self.n, self.bins());
         let (batch, h) = self.dims;
         assert_eq!(dy.len(), batch * h * len);
-        du.clear();
         du.resize(batch * h * len, T::zero());
-        let mut dyf = vec![Complex::<T>::default(); batch * h * bins];
+        self.dyf.resize(batch * h * bins, Complex::default());
+        let dyf = &mut self.dyf;
         let r2c = &self.r2c;
         let c2r = &self.c2r;
         let kf = &self.kf;
@@ -173,9 +174,9 @@ impl<T: Float> FftConv<T> {
                     }
                 },
             );
-        dk.clear();
         dk.resize(h * n, T::zero());
         let uf = &self.uf;
+        let dyf = &self.dyf;
         dk.par_chunks_mut(n).enumerate().for_each_init(
             || (vec![Complex::<T>::default(); bins], c2r.make_scratch_vec()),
             |(acc, s2), (ch, dkh)| {

@@ -44,9 +44,17 @@ impl Float for f32 {
     fn f64(self) -> f64 {
         self as f64
     }
+    /// Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7, below f32 resolution near 1): a few
+    /// multiplications and one `exp`, several times faster than a correctly rounded `erff`.
     #[inline]
     fn erf(self) -> Self {
-        libm::erff(self)
+        let x = self.abs();
+        let t = 1.0 / (1.0 + 0.327_591_1 * x);
+        let poly = t
+            * (0.254_829_6
+                + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152 + t * 1.061_405_4))));
+        let y = 1.0 - poly * (-x * x).exp();
+        y.copysign(self)
     }
     fn to_le_bytes_vec(xs: &[Self]) -> Vec<u8> {
         xs.iter().flat_map(|x| x.to_le_bytes()).collect()

@@ -14,7 +14,15 @@ pub fn threads() -> usize {
     rayon::current_num_threads()
 }
 
+/// Sets the length to `n` without clearing: every caller overwrites all `n` entries (buffers keep
+/// their capacity from step to step, so this neither allocates nor touches memory twice).
 fn resize<T: Float>(v: &mut Vec<T>, n: usize) {
+    v.truncate(n);
+    v.resize(n, T::zero());
+}
+
+/// Sets the length to `n` and zeroes every entry (for buffers written only in part).
+fn zeroed<T: Float>(v: &mut Vec<T>, n: usize) {
     v.clear();
     v.resize(n, T::zero());
 }
@@ -85,21 +93,12 @@ impl<T: Float> Linear<T> {
         self.dims = (batch, len);
         resize(y, batch * cout * len);
         let w = store.value(self.w);
-        for b in 0..batch {
-            let yb = &mut y[b * cout * len..(b + 1) * cout * len];
-            matmul(
-                yb,
-                w,
-                &x[b * cin * len..(b + 1) * cin * len],
-                cout,
-                len,
-                cin,
-                false,
-                false,
-                false,
-                threads(),
-            );
-        }
+        // one GEMM per batch element, the batch spread over the threads
+        y.par_chunks_mut(cout * len)
+            .zip(x.par_chunks(cin * len))
+            .for_each(|(yb, xb)| {
+                matmul(yb, w, xb, cout, len, cin, false, false, false, 1);
+            });
         if let Some(bid) = self.b {
             let bias = store.value(bid);
             y.par_chunks_mut(len).enumerate().for_each(|(row, yr)| {
@@ -115,39 +114,54 @@ impl<T: Float> Linear<T> {
         let (cin, cout) = (self.cin, self.cout);
         assert_eq!(dy.len(), batch * cout * len);
         {
+            // dW = Σ_b dy[b] x[b]ᵀ: one partial sum per contiguous chunk of the batch (as many chunks
+            // as threads), added in order — deterministic for a fixed thread count.
+            let chunks = threads().clamp(1, batch.max(1));
+            let per = batch.div_ceil(chunks);
+            let partial: Vec<Vec<T>> = (0..chunks)
+                .into_par_iter()
+                .map(|c| {
+                    let mut acc = vec![T::zero(); cout * cin];
+                    for b in c * per..((c + 1) * per).min(batch) {
+                        let dyb = &dy[b * cout * len..(b + 1) * cout * len];
+                        let xb = &self.x[b * cin * len..(b + 1) * cin * len];
+                        matmul(&mut acc, dyb, xb, cout, cin, len, false, true, true, 1);
+                    }
+                    acc
+                })
+                .collect();
             let dw = store.grad_mut(self.w);
-            for b in 0..batch {
-                let dyb = &dy[b * cout * len..(b + 1) * cout * len];
-                let xb = &self.x[b * cin * len..(b + 1) * cin * len];
-                matmul(dw, dyb, xb, cout, cin, len, false, true, true, threads());
+            for p in partial {
+                dw.iter_mut().zip(&p).for_each(|(a, b)| *a += *b);
             }
         }
         if let Some(bid) = self.b {
-            let db = store.grad_mut(bid);
-            for b in 0..batch {
-                for (o, g) in db.iter_mut().enumerate() {
-                    let row = &dy[(b * cout + o) * len..(b * cout + o + 1) * len];
-                    *g += row.iter().copied().sum::<T>();
-                }
-            }
+            let sums: Vec<T> = (0..cout)
+                .into_par_iter()
+                .map(|o| {
+                    (0..batch)
+                        .map(|b| {
+                            dy[(b * cout + o) * len..(b * cout + o + 1) * len]
+                                .iter()
+                                .copied()
+                                .sum::<T>()
+                        })
+                        .sum::<T>()
+                })
+                .collect();
+            store
+                .grad_mut(bid)
+                .iter_mut()
+                .zip(&sums)
+                .for_each(|(g, s)| *g += *s);
         }
         resize(dx, batch * cin * len);
         let w = store.value(self.w);
-        for b in 0..batch {
-            let dxb = &mut dx[b * cin * len..(b + 1) * cin * len];
-            matmul(
-                dxb,
-                w,
-                &dy[b * cout * len..(b + 1) * cout * len],
-                cin,
-                len,
-                cout,
-                true,
-                false,
-                false,
-                threads(),
-            );
-        }
+        dx.par_chunks_mut(cin * len)
+            .zip(dy.par_chunks(cout * len))
+            .for_each(|(dxb, dyb)| {
+                matmul(dxb, w, dyb, cin, len, cout, true, false, false, 1);
+            });
     }
 }
 
@@ -795,7 +809,7 @@ pub fn pool_forward<T: Float>(pool: Pool, x: &[T], rows: usize, len: usize, y: &
 
 /// `dy [B, C] → dx [B, C, L]`.
 pub fn pool_backward<T: Float>(pool: Pool, dy: &[T], len: usize, dx: &mut Vec<T>) {
-    resize(dx, dy.len() * len);
+    zeroed(dx, dy.len() * len);
     let inv = T::of(1.0 / len as f64);
     for (r, &g) in dy.iter().enumerate() {
         let dr = &mut dx[r * len..(r + 1) * len];
@@ -821,7 +835,7 @@ pub fn cross_entropy<T: Float>(
     len: usize,
     dlogits: &mut Vec<T>,
 ) -> (f64, usize, usize) {
-    resize(dlogits, logits.len());
+    zeroed(dlogits, logits.len());
     let counted = targets.iter().filter(|&&t| t != IGNORE).count();
     if counted == 0 {
         return (0.0, 0, 0);
@@ -855,7 +869,7 @@ pub fn cross_entropy<T: Float>(
 }
 
 /// Targets equal to this are ignored by [`cross_entropy`].
-pub const IGNORE: u32 = u32::MAX;
+pub const IGNORE: u32 = statespace_data::IGNORE;
 
 /// Mean squared error of `pred` against `target` (same length); writes `dpred`, returns the loss.
 pub fn mse<T: Float>(pred: &[T], target: &[T], dpred: &mut Vec<T>) -> f64 {

@@ -10,14 +10,20 @@
 //! - [`kernel`]: the [`kernel::SequenceKernel`] trait every SSM kernel implements;
 //! - [`s4d`]: the S4D kernel;
 //! - [`model`]: the residual backbone;
-//! - [`params`]: the named parameter store.
+//! - [`params`]: the named parameter store;
+//! - [`optim`]: AdamW with parameter groups, schedules, clipping;
+//! - [`checkpoint`]: safetensors checkpoints, written atomically;
+//! - [`train`]: run configs, the training loop, evaluation, resume.
 
+pub mod checkpoint;
 pub mod fftconv;
 pub mod float;
 pub mod kernel;
 pub mod layers;
 pub mod model;
+pub mod optim;
 pub mod params;
 pub mod s4d;
+pub mod train;
 
 pub use float::Float;

@@ -18,6 +18,7 @@ use crate::layers::{self, BatchNorm, Dropout, Embedding, Gelu, Glu, LayerNorm, L
 use crate::params::{ParamId, ParamKind, ParamStore};
 use crate::s4d::{Disc, S4dConfig, S4dKernel};
 use rand::Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use statespace_math::s4d::DiagInit;
 
@@ -340,10 +341,14 @@ impl<T: Float> SsmLayer<T> {
         let conv = self.conv.as_mut().expect("planned above");
         conv.forward(u, &self.kfull, batch, h, &mut self.c);
         let d = store.value(self.d);
-        for (row, (cr, ur)) in self.c.chunks_mut(len).zip(u.chunks(len)).enumerate() {
-            let dv = d[row % h];
-            cr.iter_mut().zip(ur).for_each(|(c, u)| *c += dv * *u);
-        }
+        self.c
+            .par_chunks_mut(len)
+            .zip(u.par_chunks(len))
+            .enumerate()
+            .for_each(|(row, (cr, ur))| {
+                let dv = d[row % h];
+                cr.iter_mut().zip(ur).for_each(|(c, u)| *c += dv * *u);
+            });
         self.gelu.forward(&self.c, &mut self.a);
         self.dropout
             .forward(&self.a, len, train, seed, &mut self.dr);
@@ -368,20 +373,42 @@ impl<T: Float> SsmLayer<T> {
         self.gelu.backward(&self.g1, &mut self.g2);
         // g2 = dℒ/dc: the skip D·u and the convolution
         {
-            let dd = store.grad_mut(self.d);
-            for (row, (gr, ur)) in self.g2.chunks(len).zip(self.u.chunks(len)).enumerate() {
-                dd[row % h] += gr.iter().zip(ur).map(|(g, u)| *g * *u).sum::<T>();
-            }
+            let (g2, u) = (&self.g2, &self.u);
+            let sums: Vec<T> = (0..h)
+                .into_par_iter()
+                .map(|ch| {
+                    (0..batch)
+                        .map(|b| {
+                            let r = (b * h + ch) * len..(b * h + ch + 1) * len;
+                            g2[r.clone()]
+                                .iter()
+                                .zip(&u[r])
+                                .map(|(g, u)| *g * *u)
+                                .sum::<T>()
+                        })
+                        .sum::<T>()
+                })
+                .collect();
+            store
+                .grad_mut(self.d)
+                .iter_mut()
+                .zip(&sums)
+                .for_each(|(a, b)| *a += *b);
         }
         let conv = self.conv.as_mut().expect("forward ran");
         conv.backward(&self.g2, &mut self.du, &mut self.dkfull);
         let d = store.value(self.d);
-        dx.clear();
-        dx.extend_from_slice(&self.du);
-        for (row, (dxr, gr)) in dx.chunks_mut(len).zip(self.g2.chunks(len)).enumerate() {
-            let dv = d[row % h];
-            dxr.iter_mut().zip(gr).for_each(|(x, g)| *x += dv * *g);
-        }
+        dx.resize(self.du.len(), T::zero());
+        dx.par_chunks_mut(len)
+            .zip(self.du.par_chunks(len))
+            .zip(self.g2.par_chunks(len))
+            .enumerate()
+            .for_each(|(row, ((dxr, dur), gr))| {
+                let dv = d[row % h];
+                for ((x, u), g) in dxr.iter_mut().zip(dur).zip(gr) {
+                    *x = *u + dv * *g;
+                }
+            });
         let dirs = self.kernel.directions();
         let n = 2 * len;
         self.dk.clear();
@@ -398,6 +425,19 @@ impl<T: Float> SsmLayer<T> {
         let _ = batch;
         self.kernel.backward(store, &self.dk);
     }
+}
+
+/// `out = a + b` elementwise (parallel; `out` keeps its capacity).
+fn add_into<T: Float>(out: &mut Vec<T>, a: &[T], b: &[T]) {
+    out.resize(a.len(), T::zero());
+    out.par_chunks_mut(4096)
+        .zip(a.par_chunks(4096))
+        .zip(b.par_chunks(4096))
+        .for_each(|((o, a), b)| {
+            for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
+                *o = *a + *b;
+            }
+        });
 }
 
 fn normal(rng: &mut impl Rng) -> f64 {
@@ -536,13 +576,11 @@ impl<T: Float> Model<T> {
                     .forward(&self.store, x, batch, len, train, &mut blk.z);
                 blk.ssm
                     .forward(&self.store, &blk.z, batch, len, train, lseed, &mut blk.s);
-                y.clear();
-                y.extend(x.iter().zip(&blk.s).map(|(a, b)| *a + *b));
+                add_into(y, x, &blk.s);
             } else {
                 blk.ssm
                     .forward(&self.store, x, batch, len, train, lseed, &mut blk.s);
-                blk.z.clear();
-                blk.z.extend(x.iter().zip(&blk.s).map(|(a, b)| *a + *b));
+                add_into(&mut blk.z, x, &blk.s);
                 blk.norm.forward(&self.store, &blk.z, batch, len, train, y);
             }
         }
@@ -585,13 +623,16 @@ impl<T: Float> Model<T> {
                 // out = x + ssm(norm(x))
                 blk.ssm.backward(&mut self.store, &g, &mut blk.g);
                 blk.norm.backward(&mut self.store, &blk.g, &mut blk.g2);
-                g.iter_mut().zip(&blk.g2).for_each(|(a, b)| *a += *b);
+                g.par_chunks_mut(4096)
+                    .zip(blk.g2.par_chunks(4096))
+                    .for_each(|(a, b)| {
+                        a.iter_mut().zip(b).for_each(|(a, b)| *a += *b);
+                    });
             } else {
                 // out = norm(x + ssm(x))
                 blk.norm.backward(&mut self.store, &g, &mut blk.g);
                 blk.ssm.backward(&mut self.store, &blk.g, &mut blk.g2);
-                g.clear();
-                g.extend(blk.g.iter().zip(&blk.g2).map(|(a, b)| *a + *b));
+                add_into(&mut g, &blk.g, &blk.g2);
             }
         }
         match &mut self.encoder {

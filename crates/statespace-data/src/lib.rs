@@ -1,1 +1,36 @@
-//! x
+//! # statespace-data
+//!
+//! Datasets and generated tasks for statespace, independent of the engine: readers of the standard
+//! file formats (IDX for MNIST / Fashion-MNIST) and seeded generators (adding problem, copying).
+//! Every task is a [`SeqTask`]: a fixed number of examples per split, any of which can be written
+//! into a batch by index — so data order is a function of (seed, epoch) and training can resume
+//! exactly.
+
+pub mod idx;
+pub mod tasks;
+
+pub use tasks::{Batch, InputSpec, SeqTask, Split, TargetSpec, TaskSpec};
+
+/// Targets equal to this are not scored (per-position tasks score only some positions).
+pub const IGNORE: u32 = u32::MAX;
+
+/// Errors of the data layer; every one names the file (or the setting) and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// A problem with a file.
+    #[error("{file}: {msg}")]
+    File {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A problem with the task's settings.
+    #[error("task.{field}: {msg}")]
+    Setting {
+        /// The setting.
+        field: String,
+        /// What is wrong.
+        msg: String,
+    },
+}

@@ -1,0 +1,188 @@
+//! `statespace train` and `statespace eval`.
+
+use crate::plot;
+use statespace_core::train::{self, RunConfig};
+use std::path::{Path, PathBuf};
+
+/// The reference of the config fields shown by `statespace train --help`.
+pub const CONFIG_HELP: &str = "\
+A run is configured by one TOML file with three sections (every field has a default except
+task.name; `--set section.key=value` overrides any field):
+
+[task]
+  name          smnist | sfashion | adding | copying
+  data_dir      directory of the IDX files (train-images-idx3-ubyte[.gz], …) for smnist/sfashion;
+                --data DIR overrides it
+  permute       fixed random pixel order (psMNIST)                                  [false]
+  val_size      validation examples (images: held out of the 60k training images) [10000 | 1000]
+  normalize     standardize pixels by the training mean and std                     [true]
+  train_size, test_size   examples of the generated tasks                          [20000, 1000]
+  seq_len       adding problem: T                                                   [1000]
+  copy_tokens, blanks, alphabet   copying: M symbols, blank steps, alphabet incl. blank and marker
+                                                                                    [10, 200, 10]
+[model]
+  kind          sequence kernel: s4d                                               [s4d]
+  d_model       width H                                                            [128]
+  n_layers      residual blocks                                                    [4]
+  d_state       state size N per channel (N/2 complex modes)                       [64]
+  init          A init: legs | inv | lin | quad | real | rand                      [legs]
+  disc          zoh | bilinear                                                     [zoh]
+  dt_min, dt_max  range of the log-uniform initial step                            [0.001, 0.1]
+  bidirectional forward and reverse kernels (no recurrent mode)                    [false]
+  norm          layer | batch                                                      [layer]
+  prenorm       pre-norm (true) or post-norm blocks                                [true]
+  dropout       dropout inside the SSM layers; tied_dropout: one mask per channel  [0.0, false]
+  pool          mean | last | none (decoder at every position)                     [mean]
+  glu           output linear H→2H + GLU (true) or H→H                             [true]
+[train]
+  epochs, batch_size                                                               [10, 50]
+  lr, weight_decay        global AdamW settings (no decay on biases and norms)     [0.01, 0.05]
+  ssm_a, ssm_b, ssm_dt    per-group {lr, weight_decay}: a number or \"global\"     [{1e-3, 0}]
+  warmup_steps, min_lr_ratio   linear warmup, then cosine decay to min_lr_ratio·lr [0, 0]
+  grad_clip               global gradient-norm clip (0: off)                       [0]
+  seed, threads           reproducible for a fixed thread count (0: all cores)     [0, 2]
+  checkpoint_every, log_every   steps between last.safetensors / metric lines      [200, 20]
+  max_steps               stop early (the schedule still spans all epochs)
+  eval_batch_size, beta1, beta2, eps                                               [200, 0.9, 0.999, 1e-8]
+
+A run directory holds config.toml, metrics.jsonl, best.safetensors, last.safetensors and curves.png.
+The test split is evaluated once, at the end, with the best validation checkpoint.";
+
+/// Reads a config file, naming the file in every error.
+pub fn read_config(path: &Path, sets: &[String]) -> Result<RunConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    let cfg = RunConfig::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if sets.is_empty() {
+        Ok(cfg)
+    } else {
+        cfg.with_overrides(sets)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// `statespace train`.
+pub fn train(
+    config: Option<&Path>,
+    resume: Option<&Path>,
+    sets: &[String],
+    data: Option<&Path>,
+    out: Option<&Path>,
+    quiet: bool,
+) -> Result<(), String> {
+    let (cfg, dir, resuming) = match (config, resume) {
+        (_, Some(dir)) => {
+            let cfg = read_config(&dir.join("config.toml"), sets)?;
+            (cfg, dir.to_path_buf(), true)
+        }
+        (Some(path), None) => {
+            let cfg = read_config(path, sets)?;
+            let dir = out.map(Path::to_path_buf).unwrap_or_else(|| {
+                PathBuf::from("runs").join(
+                    path.file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| "run".into()),
+                )
+            });
+            (cfg, dir, false)
+        }
+        (None, None) => return Err("give --config FILE.toml (a new run) or --resume DIR".into()),
+    };
+    eprintln!(
+        "{} {} → {}",
+        if resuming { "resuming" } else { "training" },
+        describe(&cfg),
+        dir.display()
+    );
+    let s = train::run(&cfg, &dir, resuming, data, quiet)?;
+    let _ = plot_curves(&dir);
+    let acc = |sc: &train::Score| {
+        sc.acc
+            .map(|a| format!("accuracy {:.2}%", 100.0 * a))
+            .unwrap_or_else(|| format!("MSE {:.5}", sc.loss))
+    };
+    println!(
+        "{} steps in {:.1} s ({:.0} tokens/s); best validation {}; test {} (loss {:.4})",
+        s.steps,
+        s.seconds,
+        s.tokens_per_s,
+        acc(&s.best_val),
+        acc(&s.test),
+        s.test.loss
+    );
+    Ok(())
+}
+
+fn describe(cfg: &RunConfig) -> String {
+    let m = &cfg.model;
+    format!(
+        "{:?} on {:?}: {} layers × H={} × N={} ({:?}, {:?} init), batch {}, lr {}",
+        m.kind,
+        cfg.task.name,
+        m.n_layers,
+        m.d_model,
+        m.d_state,
+        m.disc,
+        m.init,
+        cfg.train.batch_size,
+        cfg.train.lr
+    )
+}
+
+/// `statespace eval`.
+pub fn eval(checkpoint: &Path, data: Option<&Path>) -> Result<(), String> {
+    let (cfg, score) = train::eval_checkpoint(checkpoint, data)?;
+    println!(
+        "{:?} test: loss {:.4}{}",
+        cfg.task.name,
+        score.loss,
+        score
+            .acc
+            .map(|a| format!(", accuracy {:.2}%", 100.0 * a))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// Draws `curves.png` (training loss and validation accuracy or loss) from `metrics.jsonl`.
+pub fn plot_curves(dir: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).map_err(|e| e.to_string())?;
+    let (mut loss, mut val) = (Vec::new(), Vec::new());
+    let mut val_is_acc = false;
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let step = v["step"].as_f64().unwrap_or(0.0);
+        if let Some(l) = v["loss"].as_f64() {
+            loss.push((step, l));
+        }
+        if let Some(a) = v["val_acc"].as_f64() {
+            val.push((step, a));
+            val_is_acc = true;
+        } else if let Some(l) = v["val_loss"].as_f64() {
+            val.push((step, l));
+        }
+    }
+    let vlabel = if val_is_acc {
+        "validation accuracy"
+    } else {
+        "validation loss"
+    };
+    plot::line_plot(
+        &dir.join("curves.png"),
+        &format!("training curves — {}", dir.display()),
+        "step",
+        "",
+        &[
+            plot::Series {
+                label: "training loss",
+                points: loss,
+            },
+            plot::Series {
+                label: vlabel,
+                points: val,
+            },
+        ],
+    )
+}
