@@ -25,7 +25,7 @@ use std::process::ExitCode;
 #[command(
     name = "statespace",
     version,
-    about = "Structured state space sequence models (HiPPO, S4, S4D, S5, …): inspect operators and kernels",
+    about = "Structured state space sequence models (HiPPO, S4, S4D, …): train them, evaluate them, inspect their operators and kernels",
     long_about = None
 )]
 struct Cli {

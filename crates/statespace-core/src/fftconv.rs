@@ -81,7 +81,6 @@ impl<T: Float> FftConv<T> {
         self.uf.resize(batch * h * bins, Complex::default());
         y.resize(batch * h * len, T::zero());
         let r2c = &self.r2c;
-        let c2r = &self.c2r;
         self.kf
             .par_chunks_mut(bins)
             .zip(k.par_chunks(n))
@@ -93,41 +92,17 @@ impl<T: Float> FftConv<T> {
                         .expect("fft sizes match");
                 },
             );
-        let kf = &self.kf;
-        let scale = T::of(1.0 / n as f64);
-        self.uf
-            .par_chunks_mut(bins)
-            .zip(y.par_chunks_mut(len))
-            .zip(u.par_chunks(len))
-            .enumerate()
-            .for_each_init(
-                || {
-                    (
-                        vec![T::zero(); n],
-                        vec![Complex::<T>::default(); bins],
-                        r2c.make_scratch_vec(),
-                        c2r.make_scratch_vec(),
-                    )
-                },
-                |(buf, spec, s1, s2), (row, ((uf, yr), ur))| {
-                    let ch = row % h;
-                    buf[..len].copy_from_slice(ur);
-                    buf[len..].iter_mut().for_each(|v| *v = T::zero());
-                    r2c.process_with_scratch(buf, uf, s1)
-                        .expect("fft sizes match");
-                    let kh = &kf[ch * bins..(ch + 1) * bins];
-                    for ((s, a), b) in spec.iter_mut().zip(uf.iter()).zip(kh) {
-                        *s = *a * *b;
-                    }
-                    spec[0].im = T::zero();
-                    spec[bins - 1].im = T::zero();
-                    c2r.process_with_scratch(spec, buf, s2)
-                        .expect("fft sizes match");
-                    for (yv, bv) in yr.iter_mut().zip(&buf[..len]) {
-                        *yv = *bv * scale;
-                    }
-                },
-            );
+        filter_rows(
+            &*self.r2c,
+            &*self.c2r,
+            &self.kf,
+            u,
+            &mut self.uf,
+            y,
+            len,
+            h,
+            false,
+        );
     }
 
     /// `dy [B, H, L]` → `du [B, H, L]` and `dk [H, n]` (overwritten, not accumulated).
@@ -137,43 +112,19 @@ impl<T: Float> FftConv<T> {
         assert_eq!(dy.len(), batch * h * len);
         du.resize(batch * h * len, T::zero());
         self.dyf.resize(batch * h * bins, Complex::default());
-        let dyf = &mut self.dyf;
-        let r2c = &self.r2c;
+        filter_rows(
+            &*self.r2c,
+            &*self.c2r,
+            &self.kf,
+            dy,
+            &mut self.dyf,
+            du,
+            len,
+            h,
+            true,
+        );
         let c2r = &self.c2r;
-        let kf = &self.kf;
         let scale = T::of(1.0 / n as f64);
-        dyf.par_chunks_mut(bins)
-            .zip(du.par_chunks_mut(len))
-            .zip(dy.par_chunks(len))
-            .enumerate()
-            .for_each_init(
-                || {
-                    (
-                        vec![T::zero(); n],
-                        vec![Complex::<T>::default(); bins],
-                        r2c.make_scratch_vec(),
-                        c2r.make_scratch_vec(),
-                    )
-                },
-                |(buf, spec, s1, s2), (row, ((gf, dur), dyr))| {
-                    let ch = row % h;
-                    buf[..len].copy_from_slice(dyr);
-                    buf[len..].iter_mut().for_each(|v| *v = T::zero());
-                    r2c.process_with_scratch(buf, gf, s1)
-                        .expect("fft sizes match");
-                    let kh = &kf[ch * bins..(ch + 1) * bins];
-                    for ((s, a), b) in spec.iter_mut().zip(gf.iter()).zip(kh) {
-                        *s = *a * b.conj();
-                    }
-                    spec[0].im = T::zero();
-                    spec[bins - 1].im = T::zero();
-                    c2r.process_with_scratch(spec, buf, s2)
-                        .expect("fft sizes match");
-                    for (d, bv) in dur.iter_mut().zip(&buf[..len]) {
-                        *d = *bv * scale;
-                    }
-                },
-            );
         dk.resize(h * n, T::zero());
         let uf = &self.uf;
         let dyf = &self.dyf;
@@ -199,4 +150,56 @@ impl<T: Float> FftConv<T> {
             },
         );
     }
+}
+
+/// For every row `r` of `x [rows, L]` (channel `r mod h`): `spec[r] = rfft(pad(x[r]))` (kept), and
+/// `y[r] = (irfft(spec[r] · K[ch]) / n)[0..L]`, with `conj(K[ch])` when `conj` (the adjoint).
+#[allow(clippy::too_many_arguments)]
+fn filter_rows<T: Float>(
+    r2c: &dyn RealToComplex<T>,
+    c2r: &dyn ComplexToReal<T>,
+    kf: &[Complex<T>],
+    x: &[T],
+    spec_out: &mut [Complex<T>],
+    y: &mut [T],
+    len: usize,
+    h: usize,
+    conj: bool,
+) {
+    let n = r2c.len();
+    let bins = n / 2 + 1;
+    let scale = T::of(1.0 / n as f64);
+    spec_out
+        .par_chunks_mut(bins)
+        .zip(y.par_chunks_mut(len))
+        .zip(x.par_chunks(len))
+        .enumerate()
+        .for_each_init(
+            || {
+                (
+                    vec![T::zero(); n],
+                    vec![Complex::<T>::default(); bins],
+                    r2c.make_scratch_vec(),
+                    c2r.make_scratch_vec(),
+                )
+            },
+            |(buf, spec, s1, s2), (row, ((xf, yr), xr))| {
+                let ch = row % h;
+                buf[..len].copy_from_slice(xr);
+                buf[len..].iter_mut().for_each(|v| *v = T::zero());
+                r2c.process_with_scratch(buf, xf, s1)
+                    .expect("fft sizes match");
+                let kh = &kf[ch * bins..(ch + 1) * bins];
+                for ((s, a), b) in spec.iter_mut().zip(xf.iter()).zip(kh) {
+                    *s = *a * if conj { b.conj() } else { *b };
+                }
+                spec[0].im = T::zero();
+                spec[bins - 1].im = T::zero();
+                c2r.process_with_scratch(spec, buf, s2)
+                    .expect("fft sizes match");
+                for (yv, bv) in yr.iter_mut().zip(&buf[..len]) {
+                    *yv = *bv * scale;
+                }
+            },
+        );
 }

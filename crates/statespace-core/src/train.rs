@@ -186,7 +186,14 @@ pub struct RunConfig {
     #[serde(default)]
     pub model: ModelConfig,
     /// Training.
+    #[serde(default)]
     pub train: TrainConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("all fields have defaults")
+    }
 }
 
 impl RunConfig {
