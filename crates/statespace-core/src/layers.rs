@@ -251,6 +251,23 @@ impl Embedding {
     }
 }
 
+/// The per-channel affine of a norm: `name.weight` (ones) and `name.bias` (zeros), no weight decay.
+fn affine<T: Float>(store: &mut ParamStore<T>, name: &str, c: usize) -> (ParamId, ParamId) {
+    let gamma = store.add(
+        format!("{name}.weight"),
+        &[c],
+        vec![T::one(); c],
+        ParamKind::NoDecay,
+    );
+    let beta = store.add(
+        format!("{name}.bias"),
+        &[c],
+        vec![T::zero(); c],
+        ParamKind::NoDecay,
+    );
+    (gamma, beta)
+}
+
 // =================================================================================================
 // LayerNorm over channels at each (b, l):  y = γ (x − μ)/σ + β
 // =================================================================================================
@@ -273,18 +290,7 @@ pub struct LayerNorm<T> {
 impl<T: Float> LayerNorm<T> {
     /// Registers `name.weight` (ones) and `name.bias` (zeros).
     pub fn new(store: &mut ParamStore<T>, name: &str, c: usize) -> Self {
-        let gamma = store.add(
-            format!("{name}.weight"),
-            &[c],
-            vec![T::one(); c],
-            ParamKind::NoDecay,
-        );
-        let beta = store.add(
-            format!("{name}.bias"),
-            &[c],
-            vec![T::zero(); c],
-            ParamKind::NoDecay,
-        );
+        let (gamma, beta) = affine(store, name, c);
         Self {
             gamma,
             beta,
@@ -429,18 +435,7 @@ pub struct BatchNorm<T> {
 impl<T: Float> BatchNorm<T> {
     /// Registers `name.weight` (ones) and `name.bias` (zeros).
     pub fn new(store: &mut ParamStore<T>, name: &str, c: usize) -> Self {
-        let gamma = store.add(
-            format!("{name}.weight"),
-            &[c],
-            vec![T::one(); c],
-            ParamKind::NoDecay,
-        );
-        let beta = store.add(
-            format!("{name}.bias"),
-            &[c],
-            vec![T::zero(); c],
-            ParamKind::NoDecay,
-        );
+        let (gamma, beta) = affine(store, name, c);
         Self {
             gamma,
             beta,
