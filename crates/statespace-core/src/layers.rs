@@ -86,11 +86,16 @@ impl<T: Float> Linear<T> {
         len: usize,
         y: &mut Vec<T>,
     ) {
-        let (cin, cout) = (self.cin, self.cout);
-        assert_eq!(x.len(), batch * cin * len);
         self.x.clear();
         self.x.extend_from_slice(x);
         self.dims = (batch, len);
+        self.apply(store, x, batch, len, y);
+    }
+
+    /// The same map without keeping anything for backward (inference, recurrent steps).
+    pub fn apply(&self, store: &ParamStore<T>, x: &[T], batch: usize, len: usize, y: &mut Vec<T>) {
+        let (cin, cout) = (self.cin, self.cout);
+        assert_eq!(x.len(), batch * cin * len);
         resize(y, batch * cout * len);
         let w = store.value(self.w);
         // one GEMM per batch element, the batch spread over the threads

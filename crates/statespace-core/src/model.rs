@@ -749,13 +749,11 @@ impl<T: Float> Model<T> {
             gelu.forward(&c, &mut a);
             if let Some(_glu) = &blk.ssm.glu {
                 let mut o = Vec::new();
-                let mut lin = blk.ssm.out.clone();
-                lin.forward(&self.store, &a, batch, 1, &mut o);
+                blk.ssm.out.apply(&self.store, &a, batch, 1, &mut o);
                 let mut g = Glu::new();
                 g.forward(&o, batch, h, 1, &mut s);
             } else {
-                let mut lin = blk.ssm.out.clone();
-                lin.forward(&self.store, &a, batch, 1, &mut s);
+                blk.ssm.out.apply(&self.store, &a, batch, 1, &mut s);
             }
             if blk.prenorm {
                 x.iter_mut().zip(&s).for_each(|(a, b)| *a += *b);
@@ -779,8 +777,7 @@ impl<T: Float> Model<T> {
             feats = st.mean.clone();
         }
         let mut out = Vec::new();
-        let mut dec = self.decoder.clone();
-        dec.forward(&self.store, &feats, batch, 1, &mut out);
+        self.decoder.apply(&self.store, &feats, batch, 1, &mut out);
         out
     }
 }

@@ -10,7 +10,6 @@ use crate::checkpoint;
 use crate::layers;
 use crate::model::{Input, IoShape, Model, ModelConfig};
 use crate::optim::{self, AdamW, GroupConfig, OptimConfig};
-use crate::params::ParamStore;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -880,9 +879,4 @@ pub fn eval_checkpoint(path: &Path, data: Option<&Path>) -> Result<(RunConfig, S
         cfg.train.eval_batch_size,
     );
     Ok((cfg, score))
-}
-
-/// Parameters in a store (for reports).
-pub fn param_count(store: &ParamStore<f32>) -> usize {
-    store.count()
 }
