@@ -139,7 +139,7 @@ impl<T: Float> FftConv<T> {
                         .zip(&dyf[off..off + bins])
                         .zip(&uf[off..off + bins])
                     {
-                        *a = *a + *g * u.conj();
+                        *a += *g * u.conj();
                     }
                 }
                 acc[0].im = T::zero();

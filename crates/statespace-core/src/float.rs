@@ -7,6 +7,7 @@ use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
 /// A floating-point element type the engine runs in (`f32` or `f64`).
 pub trait Float:
     num_traits::Float
+    + num_traits::NumAssign
     + realfft::FftNum
     + Default
     + Debug

@@ -28,4 +28,13 @@ pub trait SequenceKernel<T: Float>: Send + Sync + std::fmt::Debug {
     fn backward(&mut self, store: &mut ParamStore<T>, dk: &[T]);
     /// The recurrent form (causal kernels only; a bidirectional kernel returns an error).
     fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, String>;
+    /// Non-trainable state saved in checkpoints (`blocks.i.ssm.kernel.NAME`), e.g. the length S4's
+    /// C̃ refers to or SGConv's frozen normalization.
+    fn buffers(&self) -> Vec<(&'static str, &Vec<T>)> {
+        Vec::new()
+    }
+    /// Mutable access to [`SequenceKernel::buffers`] (for loading checkpoints).
+    fn buffers_mut(&mut self) -> Vec<(&'static str, &mut Vec<T>)> {
+        Vec::new()
+    }
 }

@@ -18,12 +18,15 @@
 pub mod checkpoint;
 pub mod fftconv;
 pub mod float;
+pub mod hope;
 pub mod kernel;
 pub mod layers;
 pub mod model;
 pub mod optim;
 pub mod params;
+pub mod s4;
 pub mod s4d;
+pub mod sgconv;
 pub mod train;
 
 pub use float::Float;

@@ -13,10 +13,13 @@
 
 use crate::fftconv::FftConv;
 use crate::float::Float;
+use crate::hope::{HopeConfig, HopeKernel, HopeOptions};
 use crate::kernel::{SequenceKernel, Stepper};
 use crate::layers::{self, BatchNorm, Dropout, Embedding, Gelu, Glu, LayerNorm, Linear, Pool};
 use crate::params::{ParamId, ParamKind, ParamStore};
+use crate::s4::{DplrInit, S4Config, S4Kernel, StepMode};
 use crate::s4d::{Disc, S4dConfig, S4dKernel};
+use crate::sgconv::{SgConvConfig, SgConvKernel, SgConvOptions};
 use rand::Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -28,6 +31,63 @@ use statespace_math::s4d::DiagInit;
 pub enum LayerKind {
     /// Diagonal SSM (S4D).
     S4d,
+    /// Diagonal plus low rank (S4), Cauchy kernel + Woodbury, C̃ trick.
+    S4,
+    /// Structured global convolution (SGConv).
+    Sgconv,
+    /// Markov parameters of the Hankel operator (HOPE).
+    Hope,
+}
+
+/// Initialization of the state matrix: a HiPPO operator (S4: legs, legt, lagt, fout) or a
+/// diagonal init (S4D: legs, inv, lin, quad, real, rand).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// Scaled Legendre (S4: the NPLR form; S4D: its diagonal part).
+    Legs,
+    /// Translated Legendre (S4 only).
+    Legt,
+    /// Translated Laguerre (S4 only).
+    Lagt,
+    /// Translated Fourier (S4 only).
+    Fout,
+    /// S4D-Inv.
+    Inv,
+    /// S4D-Lin.
+    Lin,
+    /// S4D-Quad.
+    Quad,
+    /// S4D-Real.
+    Real,
+    /// S4D-Rand.
+    Rand,
+}
+
+impl Init {
+    /// The diagonal (S4D) init, if this is one.
+    pub fn diag(self) -> Option<DiagInit> {
+        Some(match self {
+            Init::Legs => DiagInit::LegS,
+            Init::Inv => DiagInit::Inv,
+            Init::Lin => DiagInit::Lin,
+            Init::Quad => DiagInit::Quad,
+            Init::Real => DiagInit::Real,
+            Init::Rand => DiagInit::Rand,
+            _ => return None,
+        })
+    }
+
+    /// The HiPPO operator (S4), if this is one.
+    pub fn dplr(self) -> Option<DplrInit> {
+        Some(match self {
+            Init::Legs => DplrInit::Legs,
+            Init::Legt => DplrInit::Legt,
+            Init::Lagt => DplrInit::Lagt,
+            Init::Fout => DplrInit::Fout,
+            _ => return None,
+        })
+    }
 }
 
 /// Normalization of the residual blocks.
@@ -58,8 +118,11 @@ fn dt_max() -> f64 {
 fn yes() -> bool {
     true
 }
-fn init_legs() -> DiagInit {
-    DiagInit::LegS
+fn init_legs() -> Init {
+    Init::Legs
+}
+fn one() -> usize {
+    1
 }
 fn zoh() -> Disc {
     Disc::Zoh
@@ -90,9 +153,24 @@ pub struct ModelConfig {
     /// State size N per channel (N/2 complex modes).
     #[serde(default = "d_state")]
     pub d_state: usize,
-    /// Initialization of A: legs, inv, lin, quad, real, rand.
+    /// Initialization of A: legs, inv, lin, quad, real, rand (s4d); legs, legt, lagt, fout (s4).
     #[serde(default = "init_legs")]
-    pub init: DiagInit,
+    pub init: Init,
+    /// S4: independent copies of (Λ, P, B) shared round robin by the channels (divides d_model).
+    #[serde(default = "one")]
+    pub n_ssm: usize,
+    /// S4: recurrent form, linear (Woodbury, O(N)) or dense (O(N²)).
+    #[serde(default)]
+    pub step_mode: StepMode,
+    /// Longest sequence the kernels are built for (SGConv's span); 0 = the task's length.
+    #[serde(default)]
+    pub l_max: usize,
+    /// SGConv options.
+    #[serde(default)]
+    pub sgconv: SgConvOptions,
+    /// HOPE options.
+    #[serde(default)]
+    pub hope: HopeOptions,
     /// Discretization: zoh or bilinear.
     #[serde(default = "zoh")]
     pub disc: Disc,
@@ -132,6 +210,15 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
+    /// This config with `l_max = 0` ("the task's length") resolved to `len`.
+    pub fn resolved(&self, len: usize) -> ModelConfig {
+        let mut c = self.clone();
+        if c.l_max == 0 {
+            c.l_max = len;
+        }
+        c
+    }
+
     /// Checks the values; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
         let bad = |f: &str, why: String| Err(format!("model.{f}: {why}"));
@@ -157,6 +244,33 @@ impl ModelConfig {
                     "need 0 < dt_min ≤ dt_max, got {} and {}",
                     self.dt_min, self.dt_max
                 ),
+            );
+        }
+        match self.kind {
+            LayerKind::S4d if self.init.diag().is_none() => {
+                return bad(
+                    "init",
+                    format!(
+                        "{:?} is not an S4D init (legs, inv, lin, quad, real, rand)",
+                        self.init
+                    ),
+                );
+            }
+            LayerKind::S4 if self.init.dplr().is_none() => {
+                return bad(
+                    "init",
+                    format!(
+                        "{:?} is not a HiPPO operator S4 starts from (legs, legt, lagt, fout)",
+                        self.init
+                    ),
+                );
+            }
+            _ => {}
+        }
+        if self.n_ssm == 0 || !self.d_model.is_multiple_of(self.n_ssm) {
+            return bad(
+                "n_ssm",
+                format!("must divide d_model = {}, got {}", self.d_model, self.n_ssm),
             );
         }
         if !(0.0..1.0).contains(&self.dropout) {
@@ -267,11 +381,53 @@ impl<T: Float> SsmLayer<T> {
                 S4dConfig {
                     channels: h,
                     state_size: cfg.d_state,
-                    init: cfg.init,
+                    init: cfg.init.diag().ok_or("model.init: not an S4D init")?,
                     disc: cfg.disc,
                     dt_min: cfg.dt_min,
                     dt_max: cfg.dt_max,
                     bidirectional: cfg.bidirectional,
+                },
+                rng,
+            )?),
+            LayerKind::S4 => Box::new(S4Kernel::new(
+                store,
+                &format!("{prefix}.kernel"),
+                S4Config {
+                    channels: h,
+                    state_size: cfg.d_state,
+                    n_ssm: cfg.n_ssm,
+                    init: cfg
+                        .init
+                        .dplr()
+                        .ok_or("model.init: not a HiPPO operator for S4")?,
+                    dt_min: cfg.dt_min,
+                    dt_max: cfg.dt_max,
+                    bidirectional: cfg.bidirectional,
+                    step_mode: cfg.step_mode,
+                },
+                rng,
+            )?),
+            LayerKind::Sgconv => Box::new(SgConvKernel::new(
+                store,
+                &format!("{prefix}.kernel"),
+                SgConvConfig {
+                    channels: h,
+                    max_len: cfg.l_max,
+                    bidirectional: cfg.bidirectional,
+                    opts: cfg.sgconv.clone(),
+                },
+                rng,
+            )?),
+            LayerKind::Hope => Box::new(HopeKernel::new(
+                store,
+                &format!("{prefix}.kernel"),
+                HopeConfig {
+                    channels: h,
+                    state_size: cfg.d_state,
+                    dt_min: cfg.dt_min,
+                    dt_max: cfg.dt_max,
+                    bidirectional: cfg.bidirectional,
+                    opts: cfg.hope.clone(),
                 },
                 rng,
             )?),
@@ -659,6 +815,9 @@ impl<T: Float> Model<T> {
         let mut out = Vec::new();
         for (i, blk) in self.blocks.iter().enumerate() {
             push(format!("blocks.{i}.norm"), &blk.norm, &mut out);
+            for (n, b) in blk.ssm.kernel.buffers() {
+                out.push((format!("blocks.{i}.ssm.kernel.{n}"), b));
+            }
         }
         if let Some(f) = &self.final_norm {
             push("final_norm".into(), f, &mut out);
@@ -681,6 +840,9 @@ impl<T: Float> Model<T> {
         let mut out = Vec::new();
         for (i, blk) in self.blocks.iter_mut().enumerate() {
             push(format!("blocks.{i}.norm"), &mut blk.norm, &mut out);
+            for (n, b) in blk.ssm.kernel.buffers_mut() {
+                out.push((format!("blocks.{i}.ssm.kernel.{n}"), b));
+            }
         }
         if let Some(f) = &mut self.final_norm {
             push("final_norm".into(), f, &mut out);

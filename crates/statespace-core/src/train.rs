@@ -638,7 +638,7 @@ pub fn run(
     let task = build_task(&cfg.task, data, cfg.train.seed)?;
     let io = io_shape(task.as_ref());
     let mut rng = StdRng::seed_from_u64(cfg.train.seed);
-    let mut model = Model::<f32>::new(&cfg.model, io, &mut rng)?;
+    let mut model = Model::<f32>::new(&cfg.model.resolved(task.spec().len), io, &mut rng)?;
     let mut opt = AdamW::new(&model.store);
     let mut st = State {
         step: 0,
@@ -870,7 +870,11 @@ pub fn eval_checkpoint(path: &Path, data: Option<&Path>) -> Result<(RunConfig, S
             file.display()
         ));
     }
-    let mut model = Model::<f32>::new(&cfg.model, io, &mut StdRng::seed_from_u64(0))?;
+    let mut model = Model::<f32>::new(
+        &cfg.model.resolved(task.spec().len),
+        io,
+        &mut StdRng::seed_from_u64(0),
+    )?;
     load_weights(&file, &mut model, &loaded)?;
     let score = evaluate(
         &mut model,

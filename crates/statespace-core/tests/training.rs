@@ -135,7 +135,7 @@ fn config_parsing_validation_and_overrides() {
         ])
         .unwrap();
     assert_eq!(o.train.lr, 0.004);
-    assert_eq!(o.model.init, statespace_math::s4d::DiagInit::Inv);
+    assert_eq!(o.model.init, statespace_core::model::Init::Inv);
     assert_eq!(o.optim().group(ParamKind::SsmDt).0, 0.004);
     assert!(
         cfg.with_overrides(&["train.nope=1".into()])

@@ -1,0 +1,423 @@
+//! The sequence kernels beyond S4D (S4, S5, SGConv, HOPE, PTD): gradients against finite differences
+//! in f64, kernels against the math core's f64 references, recurrent mode against convolution mode.
+
+mod common;
+use common::*;
+
+use num_complex::Complex64 as C64;
+use statespace_core::kernel::SequenceKernel;
+use statespace_core::model::{Init, LayerKind, ModelConfig};
+use statespace_core::params::ParamStore;
+use statespace_core::s4::{DplrInit, S4Config, S4Kernel, StepMode};
+
+fn s4_cfg(h: usize, n: usize, init: DplrInit, bidirectional: bool, n_ssm: usize) -> S4Config {
+    S4Config {
+        channels: h,
+        state_size: n,
+        n_ssm,
+        init,
+        dt_min: 0.01,
+        dt_max: 0.3,
+        bidirectional,
+        step_mode: StepMode::Linear,
+    }
+}
+
+fn s4_check(init: DplrInit, bidirectional: bool, n_ssm: usize, l: usize) {
+    let mut r = rng(11);
+    let (h, n) = (2, 8);
+    let mut store = ParamStore::<f64>::new();
+    let mut kern = S4Kernel::new(
+        &mut store,
+        "k",
+        s4_cfg(h, n, init, bidirectional, n_ssm),
+        &mut r,
+    )
+    .unwrap();
+    // perturb every parameter so no gradient vanishes by symmetry
+    for p in store.params.iter_mut() {
+        let noise = randn(p.value.len(), &mut r);
+        for (v, e) in p.value.iter_mut().zip(noise) {
+            *v += 0.1 * e;
+        }
+    }
+    let dirs = if bidirectional { 2 } else { 1 };
+    let w = randn(dirs * h * l, &mut r);
+    let mut k = Vec::new();
+    kern.forward(&store, l, &mut k);
+    kern.backward(&mut store, &w);
+    check_store_h(&mut store.clone(), 100, 1e-4, &mut |s| {
+        let mut k = Vec::new();
+        kern.forward(s, l, &mut k);
+        dot(&k, &w)
+    });
+}
+
+#[test]
+fn s4_kernel_gradients() {
+    s4_check(DplrInit::Legs, false, 2, 40);
+    s4_check(DplrInit::Legt, false, 1, 41); // rank 2, odd length (no Nyquist bin), shared (Λ, P, B)
+    s4_check(DplrInit::Fout, true, 2, 32);
+}
+
+fn max_abs(v: &[f64]) -> f64 {
+    v.iter().fold(0.0f64, |m, x| m.max(x.abs()))
+}
+
+fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn s4_kernel_equals_the_krylov_kernel_of_the_recovered_c() {
+    // The engine's DPLR kernel (from C̃) equals the math core's Cauchy kernel and the dense Krylov
+    // kernel C Ā^l B̄ with C = C̃(I − Ā^L)⁻¹ — at small Δ, where Ā^L is far from negligible.
+    let mut r = rng(12);
+    let (h, n, l) = (3, 16, 256);
+    let mut store = ParamStore::<f64>::new();
+    let mut cfg = s4_cfg(h, n, DplrInit::Legs, false, 3);
+    cfg.dt_min = 1e-3;
+    cfg.dt_max = 1e-2;
+    let mut kern = S4Kernel::new(&mut store, "k", cfg, &mut r).unwrap();
+    let mut k = Vec::new();
+    kern.forward(&store, l, &mut k);
+    for c in 0..h {
+        let (sys, dt) = kern.system(&store, 0, c);
+        let cauchy = sys.kernel_from_c_tilde(&sys.c, dt, l).unwrap();
+        let got = &k[c * l..(c + 1) * l];
+        let scale = max_abs(&cauchy);
+        assert!(max_diff(got, &cauchy) <= 1e-12 * scale, "channel {c}");
+        let cc = sys.c_from_c_tilde(&sys.c, dt, l).unwrap();
+        let krylov = statespace_math::kernel::DplrSystem { c: cc, ..sys }
+            .krylov_kernel(dt, l)
+            .unwrap();
+        assert!(
+            max_diff(got, &krylov) <= 1e-10 * scale,
+            "channel {c} vs Krylov"
+        );
+    }
+    // A shorter sequence gets the prefix; a longer one the exact longer kernel (C̃ re-derived).
+    let mut short = Vec::new();
+    kern.forward(&store, 100, &mut short);
+    for c in 0..h {
+        assert!(max_diff(&short[c * 100..(c + 1) * 100], &k[c * l..c * l + 100]) < 1e-12);
+    }
+    let mut long = Vec::new();
+    kern.forward(&store, 2 * l, &mut long);
+    for c in 0..h {
+        let (sys, dt) = kern.system(&store, 0, c);
+        let cc = sys.c_from_c_tilde(&sys.c, dt, l).unwrap();
+        let krylov = statespace_math::kernel::DplrSystem { c: cc, ..sys }
+            .krylov_kernel(dt, 2 * l)
+            .unwrap();
+        let got = &long[c * 2 * l..(c + 1) * 2 * l];
+        assert!(
+            max_diff(got, &krylov) <= 1e-9 * max_abs(&krylov),
+            "channel {c}: extended kernel"
+        );
+    }
+    assert_eq!(kern.kernel_len(), l);
+}
+
+#[test]
+fn s4_f32_kernel_against_the_f64_reference() {
+    // N = 64, L = 4096, Δ ∈ {1e-4, 1e-3, 1e-2, 1e-1}: ≤ 3e-5 of max|K|.
+    let (h, n, l) = (4, 64, 4096);
+    let mut store = ParamStore::<f32>::new();
+    let mut kern = S4Kernel::new(
+        &mut store,
+        "k",
+        s4_cfg(h, n, DplrInit::Legs, false, 1),
+        &mut rng(13),
+    )
+    .unwrap();
+    let dts = [1e-4f64, 1e-3, 1e-2, 1e-1];
+    let ldt = store.find("k.log_dt").unwrap();
+    for (v, dt) in store.params[ldt].value.iter_mut().zip(dts) {
+        *v = dt.ln() as f32;
+    }
+    let mut k = Vec::new();
+    kern.forward(&store, l, &mut k);
+    for (c, dt) in dts.iter().enumerate() {
+        let (sys, dt64) = kern.system(&store, 0, c);
+        assert!((dt64 / dt - 1.0).abs() < 1e-6);
+        let want = sys.kernel_from_c_tilde(&sys.c, dt64, l).unwrap();
+        let got: Vec<f64> = k[c * l..(c + 1) * l].iter().map(|v| *v as f64).collect();
+        let rel = max_diff(&got, &want) / max_abs(&want);
+        eprintln!("S4 f32 kernel, N=64 L=4096 dt={dt:e}: {rel:.2e} of max|K|");
+        assert!(rel <= 3e-5, "dt = {dt}: {rel:e}");
+    }
+}
+
+fn model_cfg(kind: LayerKind) -> ModelConfig {
+    ModelConfig {
+        kind,
+        d_model: 4,
+        n_layers: 2,
+        d_state: 8,
+        dt_min: 0.01,
+        dt_max: 0.1,
+        ..ModelConfig::default()
+    }
+}
+
+#[test]
+fn s4_step_equals_convolution() {
+    for (mode, init) in [
+        (StepMode::Linear, Init::Legs),
+        (StepMode::Dense, Init::Legs),
+        (StepMode::Linear, Init::Legt),
+    ] {
+        let cfg = ModelConfig {
+            step_mode: mode,
+            init,
+            n_ssm: 2,
+            ..model_cfg(LayerKind::S4)
+        };
+        let (e64, e32) = step_vs_conv(&cfg, 300, 21);
+        eprintln!("S4 {mode:?} {init:?}: step vs conv {e64:.1e} (f64), {e32:.1e} (f32)");
+        assert!(e64 <= 1e-9, "{mode:?} f64: {e64:e}");
+        assert!(e32 <= 1e-4, "{mode:?} f32: {e32:e}");
+    }
+}
+
+#[test]
+fn s4_bidirectional_has_no_step_and_kernel_len_is_a_buffer() {
+    let mut store = ParamStore::<f64>::new();
+    let kern = S4Kernel::new(
+        &mut store,
+        "k",
+        s4_cfg(2, 4, DplrInit::Legs, true, 1),
+        &mut rng(0),
+    )
+    .unwrap();
+    let err = kern
+        .stepper(&store)
+        .err()
+        .expect("no step when bidirectional");
+    assert!(err.contains("bidirectional"));
+    assert_eq!(kern.buffers()[0].0, "kernel_len");
+    let _ = C64::new(0.0, 0.0);
+}
+
+// ---------------------------------------------------------------- SGConv
+
+use statespace_core::sgconv::{SgConvConfig, SgConvKernel, SgConvOptions, Upsample};
+
+fn sg_cfg(
+    h: usize,
+    lmax: usize,
+    d: usize,
+    init_scale: usize,
+    up: Upsample,
+    bi: bool,
+) -> SgConvConfig {
+    SgConvConfig {
+        channels: h,
+        max_len: lmax,
+        bidirectional: bi,
+        opts: SgConvOptions {
+            kernel_dim: d,
+            init_scale,
+            decay_min: 1.5,
+            decay_max: 3.0,
+            upsample: up,
+        },
+    }
+}
+
+#[test]
+fn sgconv_gradients() {
+    for (up, bi, s0, l) in [
+        (Upsample::Linear, false, 0, 50),
+        (Upsample::Nearest, true, 1, 50),
+        (Upsample::Linear, false, 0, 30), // shorter than l_max
+    ] {
+        let mut r = rng(31);
+        let mut store = ParamStore::<f64>::new();
+        let mut kern =
+            SgConvKernel::new(&mut store, "k", sg_cfg(2, 50, 4, s0, up, bi), &mut r).unwrap();
+        let dirs = if bi { 2 } else { 1 };
+        let w = randn(dirs * 2 * l, &mut r);
+        let mut k = Vec::new();
+        kern.forward(&store, l, &mut k);
+        kern.backward(&mut store, &w);
+        check_store_h(&mut store.clone(), 200, 1e-4, &mut |s| {
+            let mut k = Vec::new();
+            kern.forward(s, l, &mut k);
+            dot(&k, &w)
+        });
+    }
+}
+
+#[test]
+fn sgconv_kernel_structure() {
+    // kernel_dim 2, L_max 16, init_scale 0: S = 1 + log₂ 8 = 4 sub-kernels upsampled by 1, 1, 2, 4
+    // (spans 2, 2, 4, 8 = 16), weighted m³, m², m, 1; unit norm after the first forward.
+    for up in [Upsample::Linear, Upsample::Nearest] {
+        let mut store = ParamStore::<f64>::new();
+        let mut cfg = sg_cfg(1, 16, 2, 0, up, false);
+        cfg.opts.decay_min = 2.0;
+        cfg.opts.decay_max = 2.0;
+        let mut kern = SgConvKernel::new(&mut store, "k", cfg, &mut rng(0)).unwrap();
+        assert_eq!(kern.scales(), 4);
+        let wid = store.find("k.weight").unwrap();
+        store.params[wid].value = vec![1.0, 2.0, 3.0, 5.0, 1.0, 2.0, 1.0, 2.0];
+        let mut k = Vec::new();
+        kern.forward(&store, 16, &mut k);
+        // PyTorch interpolate([1, 2], scale 2, linear, align_corners=False) = [1, 1.25, 1.75, 2];
+        // scale 4 = [1, 1, 1.125, 1.375, 1.625, 1.875, 2, 2]
+        let raw: Vec<f64> = match up {
+            Upsample::Linear => [
+                vec![8.0, 16.0, 12.0, 20.0],
+                vec![2.0, 2.5, 3.5, 4.0],
+                vec![1.0, 1.0, 1.125, 1.375, 1.625, 1.875, 2.0, 2.0],
+            ]
+            .concat(),
+            Upsample::Nearest => [
+                vec![8.0, 16.0, 12.0, 20.0],
+                vec![2.0, 2.0, 4.0, 4.0],
+                vec![1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0],
+            ]
+            .concat(),
+        };
+        let norm = raw.iter().map(|v| v * v).sum::<f64>().sqrt();
+        for (a, b) in k.iter().zip(&raw) {
+            assert!((a - b / norm).abs() < 1e-14, "{up:?}: {k:?}");
+        }
+        // the norm is frozen: doubling the weights doubles the kernel
+        store.params[wid].value.iter_mut().for_each(|v| *v *= 2.0);
+        let mut k2 = Vec::new();
+        kern.forward(&store, 16, &mut k2);
+        assert!((k2[3] - 2.0 * k[3]).abs() < 1e-14);
+        assert_eq!(kern.buffers()[0].1[0], norm);
+    }
+}
+
+#[test]
+fn sgconv_step_equals_convolution() {
+    let cfg = ModelConfig {
+        l_max: 120,
+        sgconv: SgConvOptions {
+            kernel_dim: 8,
+            ..SgConvOptions::default()
+        },
+        ..model_cfg(LayerKind::Sgconv)
+    };
+    let (e64, e32) = step_vs_conv(&cfg, 120, 22);
+    eprintln!("SGConv: step vs conv {e64:.1e} (f64), {e32:.1e} (f32)");
+    assert!(e64 <= 1e-9 && e32 <= 1e-4, "{e64:e} {e32:e}");
+}
+
+// ---------------------------------------------------------------- HOPE
+
+use statespace_core::hope::{HopeConfig, HopeKernel, HopeMode, HopeOptions};
+
+fn hope_cfg(h: usize, n: usize, mode: HopeMode, bi: bool) -> HopeConfig {
+    HopeConfig {
+        channels: h,
+        state_size: n,
+        dt_min: 0.05,
+        dt_max: 0.5,
+        bidirectional: bi,
+        opts: HopeOptions { mode },
+    }
+}
+
+#[test]
+fn hope_gradients() {
+    for (mode, bi, l) in [
+        (HopeMode::Causal, false, 40),
+        (HopeMode::Causal, true, 33),
+        (HopeMode::Circular, false, 40),
+        (HopeMode::Circular, false, 33),
+    ] {
+        let mut r = rng(41);
+        let mut store = ParamStore::<f64>::new();
+        let mut kern = HopeKernel::new(&mut store, "k", hope_cfg(2, 8, mode, bi), &mut r).unwrap();
+        let dirs = <HopeKernel as SequenceKernel<f64>>::directions(&kern);
+        let w = randn(dirs * 2 * l, &mut r);
+        let mut k = Vec::new();
+        kern.forward(&store, l, &mut k);
+        kern.backward(&mut store, &w);
+        check_store_h(&mut store.clone(), 100, 1e-5, &mut |s| {
+            let mut k = Vec::new();
+            kern.forward(s, l, &mut k);
+            dot(&k, &w)
+        });
+    }
+}
+
+#[test]
+fn hope_at_unit_step_is_a_circular_fir_filter() {
+    // Δ = 1: ω′ = ω, so K̂_k = Σⱼ hⱼ ω^{−(j+1)} — taps Re hⱼ at lags 1..n (circular, and causal).
+    let h = [0.3, -1.2, 0.7, 2.0];
+    let l = 12;
+    let circ = HopeKernel::circular_kernel(&h, 1.0, l);
+    let causal = HopeKernel::causal_kernel(&h, 1.0, l);
+    for t in 0..l {
+        let want = if (1..=4).contains(&t) { h[t - 1] } else { 0.0 };
+        assert!((circ[t] - want).abs() < 1e-14, "circular lag {t}");
+        assert!((causal[t] - want).abs() < 1e-14, "causal lag {t}");
+    }
+}
+
+#[test]
+fn hope_kernels_follow_algorithm_1() {
+    // The paper's formula computed literally (ω′ from the bilinear warp, e^{−i(j+1)·arg ω′}, naive
+    // inverse DFT) gives our circular kernel; and the circular kernel is the causal impulse response
+    // aliased in time: Σ_m K_causal[l + mL].
+    let h = [0.5, -0.25, 1.0, 0.125, -0.75, 0.3];
+    let (l, dt) = (64, 0.2);
+    let mut naive = vec![0.0; l];
+    for k in 0..l {
+        let w = C64::from_polar(1.0, 2.0 * std::f64::consts::PI * k as f64 / l as f64);
+        let wp = ((1.0 + dt) * w + dt - 1.0) / ((dt - 1.0) * w + dt + 1.0);
+        assert!((wp.norm() - 1.0).abs() < 1e-12);
+        let khat: C64 = h
+            .iter()
+            .enumerate()
+            .map(|(j, hj)| C64::from_polar(*hj, -((j + 1) as f64) * wp.arg()))
+            .sum();
+        for (t, o) in naive.iter_mut().enumerate() {
+            *o += (khat
+                * C64::from_polar(1.0, 2.0 * std::f64::consts::PI * (k * t) as f64 / l as f64))
+            .re / l as f64;
+        }
+    }
+    let circ = HopeKernel::circular_kernel(&h, dt, l);
+    assert!(max_diff(&circ, &naive) < 1e-12 * max_abs(&naive));
+    let long = HopeKernel::causal_kernel(&h, dt, 40 * l);
+    let mut aliased = vec![0.0; l];
+    for (i, v) in long.iter().enumerate() {
+        aliased[i % l] += v;
+    }
+    assert!(max_diff(&circ, &aliased) < 1e-10 * max_abs(&circ));
+}
+
+#[test]
+fn hope_step_equals_convolution_and_circular_has_no_step() {
+    let cfg = ModelConfig {
+        dt_min: 0.05,
+        dt_max: 0.5,
+        ..model_cfg(LayerKind::Hope)
+    };
+    let (e64, e32) = step_vs_conv(&cfg, 200, 23);
+    eprintln!("HOPE causal: step vs conv {e64:.1e} (f64), {e32:.1e} (f32)");
+    assert!(e64 <= 1e-9 && e32 <= 1e-4, "{e64:e} {e32:e}");
+    let mut store = ParamStore::<f64>::new();
+    let kern = HopeKernel::new(
+        &mut store,
+        "k",
+        hope_cfg(2, 4, HopeMode::Circular, false),
+        &mut rng(0),
+    )
+    .unwrap();
+    let err = <HopeKernel as SequenceKernel<f64>>::stepper(&kern, &store)
+        .err()
+        .unwrap();
+    assert!(err.contains("circular"));
+}
