@@ -26,6 +26,7 @@ pub mod optim;
 pub mod params;
 pub mod s4;
 pub mod s4d;
+pub mod s5;
 pub mod sgconv;
 pub mod train;
 

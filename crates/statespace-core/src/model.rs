@@ -19,6 +19,7 @@ use crate::layers::{self, BatchNorm, Dropout, Embedding, Gelu, Glu, LayerNorm, L
 use crate::params::{ParamId, ParamKind, ParamStore};
 use crate::s4::{DplrInit, S4Config, S4Kernel, StepMode};
 use crate::s4d::{Disc, S4dConfig, S4dKernel};
+use crate::s5::{S5Config, S5Layer, S5Options};
 use crate::sgconv::{SgConvConfig, SgConvKernel, SgConvOptions};
 use rand::Rng;
 use rayon::prelude::*;
@@ -37,6 +38,8 @@ pub enum LayerKind {
     Sgconv,
     /// Markov parameters of the Hankel operator (HOPE).
     Hope,
+    /// MIMO diagonal SSM over all channels by scan (S5).
+    S5,
 }
 
 /// Initialization of the state matrix: a HiPPO operator (S4: legs, legt, lagt, fout) or a
@@ -171,6 +174,9 @@ pub struct ModelConfig {
     /// HOPE options.
     #[serde(default)]
     pub hope: HopeOptions,
+    /// S5 options.
+    #[serde(default)]
+    pub s5: S5Options,
     /// Discretization: zoh or bilinear.
     #[serde(default = "zoh")]
     pub disc: Disc,
@@ -338,11 +344,38 @@ impl<T: Float> Norm<T> {
     }
 }
 
+/// The sequence map of an SSM layer.
+#[derive(Debug)]
+pub enum Mixer<T: Float> {
+    /// A per-channel convolution kernel (S4, S4D, SGConv, HOPE, S4-PTD) applied by FFT.
+    Conv(Box<dyn SequenceKernel<T>>),
+    /// S5: one MIMO diagonal system over all channels.
+    S5(Box<S5Layer<T>>),
+}
+
+impl<T: Float> Mixer<T> {
+    /// The recurrent form (an error for non-causal layers).
+    pub fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, String> {
+        match self {
+            Mixer::Conv(k) => k.stepper(store),
+            Mixer::S5(s) => s.stepper(store),
+        }
+    }
+
+    /// The convolution kernel, if this is one.
+    pub fn kernel(&self) -> Option<&dyn SequenceKernel<T>> {
+        match self {
+            Mixer::Conv(k) => Some(k.as_ref()),
+            Mixer::S5(_) => None,
+        }
+    }
+}
+
 /// One SSM layer (kernel, FFT convolution, skip, GELU, dropout, output projection).
 #[derive(Debug)]
 pub struct SsmLayer<T: Float> {
-    /// The sequence kernel.
-    pub kernel: Box<dyn SequenceKernel<T>>,
+    /// The sequence map: a convolution kernel, or S5's MIMO scan.
+    pub mixer: Mixer<T>,
     /// Skip gain `D [H]`.
     pub d: ParamId,
     h: usize,
@@ -375,6 +408,24 @@ impl<T: Float> SsmLayer<T> {
     ) -> Result<Self, String> {
         let h = cfg.d_model;
         let kernel: Box<dyn SequenceKernel<T>> = match cfg.kind {
+            LayerKind::S5 => {
+                let s5 = S5Layer::new(
+                    store,
+                    &format!("{prefix}.s5"),
+                    S5Config {
+                        channels: h,
+                        state_size: cfg.d_state,
+                        disc: cfg.disc,
+                        dt_min: cfg.dt_min,
+                        dt_max: cfg.dt_max,
+                        bidirectional: cfg.bidirectional,
+                        opts: cfg.s5.clone(),
+                        init: None,
+                    },
+                    rng,
+                )?;
+                return Self::with_mixer(store, prefix, cfg, rng, Mixer::S5(Box::new(s5)));
+            }
             LayerKind::S4d => Box::new(S4dKernel::new(
                 store,
                 &format!("{prefix}.kernel"),
@@ -432,12 +483,23 @@ impl<T: Float> SsmLayer<T> {
                 rng,
             )?),
         };
+        Self::with_mixer(store, prefix, cfg, rng, Mixer::Conv(kernel))
+    }
+
+    fn with_mixer(
+        store: &mut ParamStore<T>,
+        prefix: &str,
+        cfg: &ModelConfig,
+        rng: &mut impl Rng,
+        mixer: Mixer<T>,
+    ) -> Result<Self, String> {
+        let h = cfg.d_model;
         let dvals = (0..h).map(|_| T::of(normal(rng))).collect();
         let d = store.add(format!("{prefix}.d"), &[h], dvals, ParamKind::Weight);
         let out_dim = if cfg.glu { 2 * h } else { h };
         let out = Linear::new(store, &format!("{prefix}.out"), h, out_dim, true, rng);
         Ok(Self {
-            kernel,
+            mixer,
             d,
             h,
             conv: None,
@@ -474,28 +536,33 @@ impl<T: Float> SsmLayer<T> {
     ) {
         let h = self.h;
         self.dims = (batch, len);
-        if self.conv.as_ref().is_none_or(|c| c.len() != len) {
-            self.conv = Some(FftConv::new(len));
-        }
         self.u.clear();
         self.u.extend_from_slice(u);
-        self.kernel.forward(store, len, &mut self.k);
-        let dirs = self.kernel.directions();
-        let n = 2 * len;
-        self.kfull.clear();
-        self.kfull.resize(h * n, T::zero());
-        for ch in 0..h {
-            let row = &mut self.kfull[ch * n..(ch + 1) * n];
-            row[..len].copy_from_slice(&self.k[ch * len..(ch + 1) * len]);
-            if dirs == 2 {
-                let rev = &self.k[(h + ch) * len..(h + ch + 1) * len];
-                for (j, v) in rev.iter().enumerate() {
-                    row[n - 1 - j] += *v;
+        match &mut self.mixer {
+            Mixer::S5(s5) => s5.forward(store, u, batch, len, &mut self.c),
+            Mixer::Conv(kernel) => {
+                if self.conv.as_ref().is_none_or(|c| c.len() != len) {
+                    self.conv = Some(FftConv::new(len));
                 }
+                kernel.forward(store, len, &mut self.k);
+                let dirs = kernel.directions();
+                let n = 2 * len;
+                self.kfull.clear();
+                self.kfull.resize(h * n, T::zero());
+                for ch in 0..h {
+                    let row = &mut self.kfull[ch * n..(ch + 1) * n];
+                    row[..len].copy_from_slice(&self.k[ch * len..(ch + 1) * len]);
+                    if dirs == 2 {
+                        let rev = &self.k[(h + ch) * len..(h + ch + 1) * len];
+                        for (j, v) in rev.iter().enumerate() {
+                            row[n - 1 - j] += *v;
+                        }
+                    }
+                }
+                let conv = self.conv.as_mut().expect("planned above");
+                conv.forward(u, &self.kfull, batch, h, &mut self.c);
             }
         }
-        let conv = self.conv.as_mut().expect("planned above");
-        conv.forward(u, &self.kfull, batch, h, &mut self.c);
         let d = store.value(self.d);
         self.c
             .par_chunks_mut(len)
@@ -551,8 +618,27 @@ impl<T: Float> SsmLayer<T> {
                 .zip(&sums)
                 .for_each(|(a, b)| *a += *b);
         }
-        let conv = self.conv.as_mut().expect("forward ran");
-        conv.backward(&self.g2, &mut self.du, &mut self.dkfull);
+        match &mut self.mixer {
+            Mixer::S5(s5) => s5.backward(store, &self.g2, &mut self.du),
+            Mixer::Conv(kernel) => {
+                let conv = self.conv.as_mut().expect("forward ran");
+                conv.backward(&self.g2, &mut self.du, &mut self.dkfull);
+                let dirs = kernel.directions();
+                let n = 2 * len;
+                self.dk.clear();
+                self.dk.resize(dirs * h * len, T::zero());
+                for ch in 0..h {
+                    let row = &self.dkfull[ch * n..(ch + 1) * n];
+                    self.dk[ch * len..(ch + 1) * len].copy_from_slice(&row[..len]);
+                    if dirs == 2 {
+                        for j in 0..len {
+                            self.dk[(h + ch) * len + j] = row[n - 1 - j];
+                        }
+                    }
+                }
+                kernel.backward(store, &self.dk);
+            }
+        }
         let d = store.value(self.d);
         dx.resize(self.du.len(), T::zero());
         dx.par_chunks_mut(len)
@@ -565,21 +651,7 @@ impl<T: Float> SsmLayer<T> {
                     *x = *u + dv * *g;
                 }
             });
-        let dirs = self.kernel.directions();
-        let n = 2 * len;
-        self.dk.clear();
-        self.dk.resize(dirs * h * len, T::zero());
-        for ch in 0..h {
-            let row = &self.dkfull[ch * n..(ch + 1) * n];
-            self.dk[ch * len..(ch + 1) * len].copy_from_slice(&row[..len]);
-            if dirs == 2 {
-                for j in 0..len {
-                    self.dk[(h + ch) * len + j] = row[n - 1 - j];
-                }
-            }
-        }
         let _ = batch;
-        self.kernel.backward(store, &self.dk);
     }
 }
 
@@ -815,8 +887,10 @@ impl<T: Float> Model<T> {
         let mut out = Vec::new();
         for (i, blk) in self.blocks.iter().enumerate() {
             push(format!("blocks.{i}.norm"), &blk.norm, &mut out);
-            for (n, b) in blk.ssm.kernel.buffers() {
-                out.push((format!("blocks.{i}.ssm.kernel.{n}"), b));
+            if let Mixer::Conv(k) = &blk.ssm.mixer {
+                for (n, b) in k.buffers() {
+                    out.push((format!("blocks.{i}.ssm.kernel.{n}"), b));
+                }
             }
         }
         if let Some(f) = &self.final_norm {
@@ -840,8 +914,10 @@ impl<T: Float> Model<T> {
         let mut out = Vec::new();
         for (i, blk) in self.blocks.iter_mut().enumerate() {
             push(format!("blocks.{i}.norm"), &mut blk.norm, &mut out);
-            for (n, b) in blk.ssm.kernel.buffers_mut() {
-                out.push((format!("blocks.{i}.ssm.kernel.{n}"), b));
+            if let Mixer::Conv(k) = &mut blk.ssm.mixer {
+                for (n, b) in k.buffers_mut() {
+                    out.push((format!("blocks.{i}.ssm.kernel.{n}"), b));
+                }
             }
         }
         if let Some(f) = &mut self.final_norm {
@@ -855,7 +931,7 @@ impl<T: Float> Model<T> {
         let steppers = self
             .blocks
             .iter()
-            .map(|b| b.ssm.kernel.stepper(&self.store))
+            .map(|b| b.ssm.mixer.stepper(&self.store))
             .collect::<Result<Vec<_>, _>>()?;
         let states = steppers
             .iter()

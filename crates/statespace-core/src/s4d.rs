@@ -48,19 +48,22 @@ const ANCHOR: usize = 32;
 
 /// Per-mode discretization and its derivatives.
 #[derive(Debug, Clone, Copy, Default)]
-struct Mode {
-    a: C64,
-    dt: f64,
-    z: C64,
-    w: C64,
-    dz_da: C64,
-    dz_ddt: C64,
-    dw_da: C64,
-    dw_ddt: C64,
-    clamped: bool,
+pub(crate) struct Mode {
+    pub(crate) a: C64,
+    pub(crate) dt: f64,
+    /// log Ā
+    pub(crate) z: C64,
+    /// B̄/B
+    pub(crate) w: C64,
+    pub(crate) dz_da: C64,
+    pub(crate) dz_ddt: C64,
+    pub(crate) dw_da: C64,
+    pub(crate) dw_ddt: C64,
+    pub(crate) clamped: bool,
 }
 
-fn discretize(a: C64, dt: f64, disc: Disc, clamped: bool) -> Mode {
+/// One mode `a` discretized at step `dt`, with the derivatives of log Ā and B̄/B.
+pub(crate) fn discretize(a: C64, dt: f64, disc: Disc, clamped: bool) -> Mode {
     let one = C64::new(1.0, 0.0);
     match disc {
         Disc::Zoh => {
