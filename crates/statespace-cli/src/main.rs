@@ -44,6 +44,31 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate a run's best checkpoint on the test split.
     Eval(EvalArgs),
+    /// The frequency response H(e^{iω}) = Σ_l K_l e^{−iωl} of a kernel (|H| and phase), same sources
+    /// as `kernel`.
+    Transfer(KernelArgs),
+    /// The PTD paper's robustness test: test accuracy with 0.1·U[0,1)·cos(325.4·t) added before every
+    /// SSM layer (t on each channel's Δ grid), next to the clean accuracy.
+    Robustness(RobustnessArgs),
+}
+
+#[derive(Args)]
+struct RobustnessArgs {
+    /// A run directory (its best.safetensors) or a checkpoint file.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Directory of the dataset files (overrides the config's task.data_dir).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Noise amplitude (times U[0,1) per sample and channel).
+    #[arg(long, default_value_t = 0.1)]
+    amplitude: f64,
+    /// Angular frequency of the noise.
+    #[arg(long, default_value_t = 325.4)]
+    freq: f64,
+    /// Seed of the noise amplitudes.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -135,19 +160,35 @@ enum DiscArg {
 #[command(allow_negative_numbers = true)]
 struct KernelArgs {
     /// An SSM file: {"kind": "diagonal" | "dplr" | "dense", "dt": …, …} (see the README).
-    #[arg(long, conflicts_with = "init", required_unless_present = "init")]
+    #[arg(long, conflicts_with_all = ["init", "model", "checkpoint"], required_unless_present_any = ["init", "model", "checkpoint"])]
     from: Option<PathBuf>,
-    /// An S4D init (B = 1, C ~ complex normal from --seed): legs, inv, lin, quad, real, rand.
-    #[arg(long)]
+    /// An init: S4D (B = 1, C ~ complex normal from --seed): legs, inv, lin, quad, real, rand; with
+    /// --model s4 a HiPPO operator: legs, legt, lagt, fout.
+    #[arg(long, conflicts_with = "checkpoint")]
     init: Option<String>,
-    /// State size N for --init (N/2 complex modes).
-    #[arg(long, requires = "init")]
+    /// A layer kind, freshly initialized with one channel: s4, s4d, s4-ptd, s5, s5-ptd, sgconv, hope.
+    #[arg(long, conflicts_with = "checkpoint")]
+    model: Option<String>,
+    /// A trained run directory (or checkpoint file): the kernel of --layer, --channel.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Block of the checkpoint's model.
+    #[arg(long, requires = "checkpoint", default_value_t = 0)]
+    layer: usize,
+    /// Channel of that block.
+    #[arg(long, requires = "checkpoint", default_value_t = 0)]
+    channel: usize,
+    /// Dataset directory of the checkpoint's task (overrides its task.data_dir).
+    #[arg(long, requires = "checkpoint")]
+    data: Option<PathBuf>,
+    /// State size N for --init / --model (N/2 complex modes).
+    #[arg(long)]
     n: Option<usize>,
-    /// Step size for --init (files carry their own "dt").
-    #[arg(long, requires = "init", default_value_t = 0.01)]
+    /// Step size for --init / --model (files carry their own "dt").
+    #[arg(long, default_value_t = 0.01)]
     dt: f64,
-    /// Seed of C (and of the rand init) for --init.
-    #[arg(long, requires = "init", default_value_t = 0)]
+    /// Seed of C (and of the rand init) for --init / --model.
+    #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Kernel length L.
     #[arg(long)]
@@ -189,6 +230,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Hippo(a) => run_hippo(&a),
         Command::Kernel(a) => run_kernel(&a),
+        Command::Transfer(a) => run_transfer(&a),
+        Command::Robustness(a) => run_robustness(&a),
         Command::Train(a) => train_cmd::train(
             a.config.as_deref(),
             a.resume.as_deref(),
@@ -344,11 +387,15 @@ fn disc_of(d: DiscArg) -> Discretization {
     }
 }
 
-fn run_kernel(args: &KernelArgs) -> Result<(), Failure> {
+/// The kernel named by the arguments and a title for plots.
+fn kernel_of(args: &KernelArgs) -> Result<(Vec<f64>, String), Failure> {
     if args.length == 0 {
         return Err(Failure::Input("--length must be at least 1".into()));
     }
     let requested = args.discretization.map(disc_of);
+    if args.checkpoint.is_some() || args.model.is_some() {
+        return engine_kernel(args);
+    }
     let (k, title) = if let Some(path) = &args.from {
         let file = path.display().to_string();
         let bad_disc = |what: &str| {
@@ -425,6 +472,92 @@ fn run_kernel(args: &KernelArgs) -> Result<(), Failure> {
             ),
         )
     };
+    Ok((k, title))
+}
+
+/// A kernel from the engine: a freshly initialized one-channel layer of `--model`, or a trained
+/// checkpoint's `--layer`/`--channel`.
+fn engine_kernel(args: &KernelArgs) -> Result<(Vec<f64>, String), Failure> {
+    use statespace_core::model::{IoShape, ModelConfig};
+    let len = args.length;
+    if let Some(dir) = &args.checkpoint {
+        let (cfg, mut model, _) = statespace_core::train::load_model(dir, args.data.as_deref())
+            .map_err(Failure::Input)?;
+        let h = cfg.model.d_model;
+        if args.channel >= h {
+            return Err(Failure::Input(format!(
+                "--channel {}: the model has {h} channels",
+                args.channel
+            )));
+        }
+        let (_, k) = model
+            .layer_kernels(args.layer, len)
+            .map_err(Failure::Input)?;
+        let row = k[args.channel * len..(args.channel + 1) * len]
+            .iter()
+            .map(|v| *v as f64)
+            .collect();
+        return Ok((
+            row,
+            format!(
+                "{}: block {} channel {} ({:?})",
+                dir.display(),
+                args.layer,
+                args.channel,
+                cfg.model.kind
+            ),
+        ));
+    }
+    let kind = args.model.as_deref().unwrap_or_default();
+    if !(args.dt > 0.0 && args.dt.is_finite()) {
+        return Err(Failure::Input(format!(
+            "--dt must be positive, got {}",
+            args.dt
+        )));
+    }
+    let n = args.n.unwrap_or(64);
+    let mut text = format!(
+        "kind = \"{kind}\"\nd_model = 1\nn_layers = 1\nd_state = {n}\ndt_min = {0}\ndt_max = {0}\nl_max = {len}\n",
+        args.dt
+    );
+    if let Some(i) = &args.init {
+        text.push_str(&format!("init = \"{i}\"\n"));
+    }
+    if let Some(d) = args.discretization {
+        text.push_str(match d {
+            DiscArg::Zoh => "disc = \"zoh\"\n",
+            DiscArg::Bilinear => "disc = \"bilinear\"\n",
+            DiscArg::Dss => {
+                return Err(Failure::Input(
+                    "--discretization dss is for --init/--from diagonal systems".into(),
+                ));
+            }
+        });
+    }
+    let cfg: ModelConfig = toml::from_str(&text)
+        .map_err(|e| Failure::Input(format!("--model {kind} / --init: {}", e.message())))?;
+    let mut model = statespace_core::model::Model::<f64>::new(
+        &cfg,
+        IoShape {
+            d_input: 1,
+            vocab: 0,
+            d_output: 1,
+        },
+        &mut StdRng::seed_from_u64(args.seed),
+    )
+    .map_err(Failure::Input)?;
+    let (_, k) = model.layer_kernels(0, len).map_err(Failure::Compute)?;
+    Ok((
+        k[..len].to_vec(),
+        format!(
+            "{kind} kernel, N = {n}, dt = {}, seed {}",
+            args.dt, args.seed
+        ),
+    ))
+}
+
+fn run_kernel(args: &KernelArgs) -> Result<(), Failure> {
+    let (k, title) = kernel_of(args)?;
     if let Some((l, x)) = k.iter().enumerate().find(|(_, x)| !x.is_finite()) {
         return Err(Failure::Compute(format!(
             "the kernel overflowed at l = {l} ({x}): the discretized system is unstable"
@@ -451,6 +584,94 @@ fn run_kernel(args: &KernelArgs) -> Result<(), Failure> {
         }
         emit(&out)
     }
+}
+
+fn run_transfer(args: &KernelArgs) -> Result<(), Failure> {
+    let (k, title) = kernel_of(args)?;
+    if k.iter().any(|x| !x.is_finite()) {
+        return Err(Failure::Compute(
+            "the kernel is not finite: the system is unstable".into(),
+        ));
+    }
+    // H(e^{iω}) at ω = πj/L, j = 0 … L, by an FFT of the kernel zero-padded to 2L
+    let len = k.len();
+    let mut planner = realfft::RealFftPlanner::<f64>::new();
+    let fft = planner.plan_fft_forward(2 * len);
+    let mut buf = k.clone();
+    buf.resize(2 * len, 0.0);
+    let mut spec = fft.make_output_vec();
+    fft.process(&mut buf, &mut spec)
+        .map_err(|e| Failure::Compute(format!("FFT failed: {e}")))?;
+    let omega: Vec<f64> = (0..spec.len())
+        .map(|j| std::f64::consts::PI * j as f64 / len as f64)
+        .collect();
+    let mag: Vec<f64> = spec.iter().map(|z| z.norm()).collect();
+    let phase: Vec<f64> = spec.iter().map(|z| z.arg()).collect();
+    if let Some(path) = &args.plot {
+        let db = |m: f64| 20.0 * m.max(1e-300).log10();
+        plot::line_plot(
+            path,
+            &format!("{title}: |H| (dB) and phase (rad)"),
+            "ω (rad / sample)",
+            "",
+            &[
+                plot::Series {
+                    label: "|H| dB",
+                    points: omega.iter().zip(&mag).map(|(w, m)| (*w, db(*m))).collect(),
+                },
+                plot::Series {
+                    label: "phase",
+                    points: omega.iter().copied().zip(phase.iter().copied()).collect(),
+                },
+            ],
+        )
+        .map_err(Failure::Input)?;
+    }
+    if args.json {
+        emit(&format!(
+            "{}\n",
+            json!({ "omega": omega, "magnitude": mag, "phase": phase })
+        ))
+    } else {
+        let mut out = String::from("# omega magnitude phase\n");
+        for j in 0..omega.len() {
+            out.push_str(&format!(
+                "{} {} {}\n",
+                fmt_value(omega[j]),
+                fmt_value(mag[j]),
+                fmt_value(phase[j])
+            ));
+        }
+        emit(&out)
+    }
+}
+
+fn run_robustness(args: &RobustnessArgs) -> Result<(), Failure> {
+    let noise = statespace_core::model::InputNoise {
+        amplitude: args.amplitude,
+        freq: args.freq,
+        seed: args.seed,
+    };
+    let (cfg, clean, noisy) =
+        statespace_core::train::robustness(&args.checkpoint, args.data.as_deref(), noise)
+            .map_err(Failure::Input)?;
+    let show = |s: &statespace_core::train::Score| match s.acc {
+        Some(a) => format!("accuracy {:.2}% (loss {:.4})", 100.0 * a, s.loss),
+        None => format!("loss {:.5}", s.loss),
+    };
+    let drop = match (clean.acc, noisy.acc) {
+        (Some(a), Some(b)) => format!("accuracy drop {:.2} points", 100.0 * (a - b)),
+        _ => format!("loss increase {:.5}", noisy.loss - clean.loss),
+    };
+    emit(&format!(
+        "{:?} on {:?}: clean {}; with {}·U[0,1)·cos({}·t) before every layer {}; {drop}\n",
+        cfg.model.kind,
+        cfg.task.name,
+        show(&clean),
+        args.amplitude,
+        args.freq,
+        show(&noisy)
+    ))
 }
 
 /// Writes to stdout; a closed pipe (`statespace … | head`) ends the output quietly.

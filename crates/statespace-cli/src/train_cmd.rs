@@ -21,11 +21,20 @@ task.name; `--set section.key=value` overrides any field):
   copy_tokens, blanks, alphabet   copying: M symbols, blank steps, alphabet incl. blank and marker
                                                                                     [10, 200, 10]
 [model]
-  kind          sequence kernel: s4d                                               [s4d]
+  kind          s4d | s4 | s4-ptd | s5 | s5-ptd | sgconv | hope                    [s4d]
   d_model       width H                                                            [128]
   n_layers      residual blocks                                                    [4]
   d_state       state size N per channel (N/2 complex modes)                       [64]
-  init          A init: legs | inv | lin | quad | real | rand                      [legs]
+  init          s4d: legs | inv | lin | quad | real | rand;  s4: legs | legt | lagt | fout [legs]
+  n_ssm         s4: copies of (Λ, P, B) shared by the channels (divides d_model)   [1]
+  step_mode     s4 recurrent form: linear (Woodbury, O(N)) | dense (O(N²))         [linear]
+  l_max         kernel span (sgconv); 0 = the task's sequence length                [0]
+  [model.s5]    blocks (J of the block-diagonal LegS init), scan = recurrence | associative,
+                step_rescale                                                        [1, recurrence, 1.0]
+  [model.sgconv] kernel_dim, init_scale, decay_min, decay_max, upsample = linear | nearest
+                                                                                    [64, 0, 2, 2, linear]
+  [model.hope]  mode = causal (exact truncated impulse response, steppable) | circular
+                (the paper's Algorithm 1)                                           [causal]
   disc          zoh | bilinear                                                     [zoh]
   dt_min, dt_max  range of the log-uniform initial step                            [0.001, 0.1]
   bidirectional forward and reverse kernels (no recurrent mode)                    [false]
@@ -114,18 +123,18 @@ pub fn train(
 }
 
 fn describe(cfg: &RunConfig) -> String {
+    use statespace_core::model::LayerKind;
     let m = &cfg.model;
+    let detail = match m.kind {
+        LayerKind::S4d | LayerKind::S5 => format!(" ({:?}, {:?} init)", m.disc, m.init),
+        LayerKind::S4 => format!(" (bilinear, {:?} init)", m.init),
+        LayerKind::S4Ptd | LayerKind::S5Ptd => format!(" ({:?}, PTD LegS init)", m.disc),
+        LayerKind::Sgconv => format!(" (kernel_dim {})", m.sgconv.kernel_dim),
+        LayerKind::Hope => format!(" ({:?})", m.hope.mode),
+    };
     format!(
-        "{:?} on {:?}: {} layers × H={} × N={} ({:?}, {:?} init), batch {}, lr {}",
-        m.kind,
-        cfg.task.name,
-        m.n_layers,
-        m.d_model,
-        m.d_state,
-        m.disc,
-        m.init,
-        cfg.train.batch_size,
-        cfg.train.lr
+        "{:?} on {:?}: {} layers × H={} × N={}{detail}, batch {}, lr {}",
+        m.kind, cfg.task.name, m.n_layers, m.d_model, m.d_state, cfg.train.batch_size, cfg.train.lr
     )
 }
 

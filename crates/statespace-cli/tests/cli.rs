@@ -622,3 +622,97 @@ fn bad_configs_and_checkpoints_are_named_errors() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("config.toml"), "{}", stderr(&o));
 }
+
+#[test]
+fn every_kind_trains_and_its_checkpoint_serves_kernel_transfer_and_robustness() {
+    let dir = tmpdir();
+    for kind in ["s4", "s5", "sgconv", "hope", "s4-ptd", "s5-ptd"] {
+        let cfg = write(
+            dir.path(),
+            &format!("{kind}.toml"),
+            &RUN_CFG.replace("[model]\n", &format!("[model]\nkind = \"{kind}\"\n")),
+        );
+        let out = dir.path().join(kind);
+        let o = run(&[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+            "--set",
+            "train.max_steps=8",
+        ]);
+        assert!(o.status.success(), "{kind}: {}", stderr(&o));
+        let k = floats(
+            &ok_json(&[
+                "kernel",
+                "--checkpoint",
+                out.to_str().unwrap(),
+                "--layer",
+                "1",
+                "--channel",
+                "3",
+                "--length",
+                "40",
+                "--json",
+            ])["kernel"],
+        );
+        assert_eq!(k.len(), 40, "{kind}");
+        assert!(
+            k.iter().all(|v| v.is_finite()) && k.iter().any(|v| *v != 0.0),
+            "{kind}: {k:?}"
+        );
+        // the frequency response at ω = 0 and π is the (alternating) sum of the kernel
+        let t = ok_json(&[
+            "transfer",
+            "--checkpoint",
+            out.to_str().unwrap(),
+            "--layer",
+            "1",
+            "--channel",
+            "3",
+            "--length",
+            "40",
+            "--json",
+        ]);
+        let mag = floats(&t["magnitude"]);
+        let dc: f64 = k.iter().sum();
+        let ny: f64 = k
+            .iter()
+            .enumerate()
+            .map(|(l, v)| if l % 2 == 0 { *v } else { -*v })
+            .sum();
+        assert!(
+            (mag[0] - dc.abs()).abs() < 1e-6 * (1.0 + dc.abs()),
+            "{kind}: DC"
+        );
+        assert!(
+            (mag[40] - ny.abs()).abs() < 1e-6 * (1.0 + ny.abs()),
+            "{kind}: Nyquist"
+        );
+        // zero noise changes nothing; the default noise is reported as a drop
+        let o = run(&[
+            "robustness",
+            "--checkpoint",
+            out.to_str().unwrap(),
+            "--amplitude",
+            "0",
+        ]);
+        assert!(o.status.success(), "{kind}: {}", stderr(&o));
+        assert!(
+            stdout(&o).contains("accuracy drop 0.00 points"),
+            "{kind}: {}",
+            stdout(&o)
+        );
+        let o = run(&["robustness", "--checkpoint", out.to_str().unwrap()]);
+        assert!(
+            o.status.success() && stdout(&o).contains("accuracy drop"),
+            "{kind}"
+        );
+    }
+    // bidirectional layers have no recurrent form, and bad kinds are named
+    let o = run(&["kernel", "--model", "s7", "--length", "4"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("s7"));
+}

@@ -24,6 +24,7 @@ pub mod layers;
 pub mod model;
 pub mod optim;
 pub mod params;
+pub mod ptd;
 pub mod s4;
 pub mod s4d;
 pub mod s5;

@@ -40,6 +40,12 @@ pub enum LayerKind {
     Hope,
     /// MIMO diagonal SSM over all channels by scan (S5).
     S5,
+    /// S4D with the perturb-then-diagonalize LegS init.
+    #[serde(rename = "s4-ptd")]
+    S4Ptd,
+    /// S5 with the perturb-then-diagonalize LegS init.
+    #[serde(rename = "s5-ptd")]
+    S5Ptd,
 }
 
 /// Initialization of the state matrix: a HiPPO operator (S4: legs, legt, lagt, fout) or a
@@ -371,11 +377,26 @@ impl<T: Float> Mixer<T> {
     }
 }
 
+/// A perturbation added to the input of every SSM layer (the PTD paper's robustness test:
+/// amplitude 0.1, frequency 325.4).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InputNoise {
+    /// Peak amplitude (times U[0,1) per sample and channel).
+    pub amplitude: f64,
+    /// Angular frequency in units of the channel's time t = k·Δ.
+    pub freq: f64,
+    /// Seed of the amplitudes.
+    pub seed: u64,
+}
+
 /// One SSM layer (kernel, FFT convolution, skip, GELU, dropout, output projection).
 #[derive(Debug)]
 pub struct SsmLayer<T: Float> {
     /// The sequence map: a convolution kernel, or S5's MIMO scan.
     pub mixer: Mixer<T>,
+    noise: Option<InputNoise>,
+    /// `log_dt` of the mixer: per channel (`true`) or per state (S5, `false`).
+    dt_param: Option<(ParamId, bool)>,
     /// Skip gain `D [H]`.
     pub d: ParamId,
     h: usize,
@@ -408,7 +429,12 @@ impl<T: Float> SsmLayer<T> {
     ) -> Result<Self, String> {
         let h = cfg.d_model;
         let kernel: Box<dyn SequenceKernel<T>> = match cfg.kind {
-            LayerKind::S5 => {
+            LayerKind::S5 | LayerKind::S5Ptd => {
+                let init = if cfg.kind == LayerKind::S5Ptd {
+                    Some(crate::ptd::s5_init(cfg.d_state, cfg.s5.blocks)?)
+                } else {
+                    None
+                };
                 let s5 = S5Layer::new(
                     store,
                     &format!("{prefix}.s5"),
@@ -420,26 +446,34 @@ impl<T: Float> SsmLayer<T> {
                         dt_max: cfg.dt_max,
                         bidirectional: cfg.bidirectional,
                         opts: cfg.s5.clone(),
-                        init: None,
+                        init,
                     },
                     rng,
                 )?;
                 return Self::with_mixer(store, prefix, cfg, rng, Mixer::S5(Box::new(s5)));
             }
-            LayerKind::S4d => Box::new(S4dKernel::new(
-                store,
-                &format!("{prefix}.kernel"),
-                S4dConfig {
-                    channels: h,
-                    state_size: cfg.d_state,
-                    init: cfg.init.diag().ok_or("model.init: not an S4D init")?,
-                    disc: cfg.disc,
-                    dt_min: cfg.dt_min,
-                    dt_max: cfg.dt_max,
-                    bidirectional: cfg.bidirectional,
-                },
-                rng,
-            )?),
+            LayerKind::S4d | LayerKind::S4Ptd => {
+                let custom = if cfg.kind == LayerKind::S4Ptd {
+                    Some(crate::ptd::s4_modes(cfg.d_state)?)
+                } else {
+                    None
+                };
+                Box::new(S4dKernel::new(
+                    store,
+                    &format!("{prefix}.kernel"),
+                    S4dConfig {
+                        channels: h,
+                        state_size: custom.as_ref().map_or(cfg.d_state, |c| 2 * c.len()),
+                        init: cfg.init.diag().unwrap_or(DiagInit::LegS),
+                        disc: cfg.disc,
+                        dt_min: cfg.dt_min,
+                        dt_max: cfg.dt_max,
+                        bidirectional: cfg.bidirectional,
+                        custom,
+                    },
+                    rng,
+                )?)
+            }
             LayerKind::S4 => Box::new(S4Kernel::new(
                 store,
                 &format!("{prefix}.kernel"),
@@ -498,8 +532,18 @@ impl<T: Float> SsmLayer<T> {
         let d = store.add(format!("{prefix}.d"), &[h], dvals, ParamKind::Weight);
         let out_dim = if cfg.glu { 2 * h } else { h };
         let out = Linear::new(store, &format!("{prefix}.out"), h, out_dim, true, rng);
+        let dt_param = store
+            .find(&format!("{prefix}.kernel.log_dt"))
+            .map(|id| (id, true))
+            .or_else(|| {
+                store
+                    .find(&format!("{prefix}.s5.log_dt"))
+                    .map(|id| (id, false))
+            });
         Ok(Self {
             mixer,
+            noise: None,
+            dt_param,
             d,
             h,
             conv: None,
@@ -523,6 +567,35 @@ impl<T: Float> SsmLayer<T> {
         })
     }
 
+    /// Adds `amplitude·U[0,1)·cos(freq·t)` to the layer input, t = k·Δ_c on each channel's step grid
+    /// (S5: the mean of its per-state steps; SGConv has no step: t = k/L).
+    fn add_noise(&mut self, store: &ParamStore<T>, nz: InputNoise, batch: usize, len: usize) {
+        let h = self.h;
+        let steps: Vec<f64> = match self.dt_param {
+            Some((id, true)) => store.value(id).iter().map(|v| v.f64().exp()).collect(),
+            Some((id, false)) => {
+                let v = store.value(id);
+                let mean = v.iter().map(|x| x.f64().exp()).sum::<f64>() / v.len().max(1) as f64;
+                vec![mean; h]
+            }
+            None => vec![1.0 / len as f64; h],
+        };
+        self.u
+            .par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(row, ur)| {
+                let ch = row % h;
+                let r = crate::layers::splitmix64(
+                    nz.seed ^ (row as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                );
+                let amp = nz.amplitude * ((r >> 11) as f64 / (1u64 << 53) as f64);
+                for (k, v) in ur.iter_mut().enumerate() {
+                    *v += T::of(amp * (nz.freq * k as f64 * steps[ch]).cos());
+                }
+            });
+        let _ = batch;
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn forward(
         &mut self,
@@ -538,8 +611,11 @@ impl<T: Float> SsmLayer<T> {
         self.dims = (batch, len);
         self.u.clear();
         self.u.extend_from_slice(u);
+        if let Some(nz) = self.noise {
+            self.add_noise(store, nz, batch, len);
+        }
         match &mut self.mixer {
-            Mixer::S5(s5) => s5.forward(store, u, batch, len, &mut self.c),
+            Mixer::S5(s5) => s5.forward(store, &self.u, batch, len, &mut self.c),
             Mixer::Conv(kernel) => {
                 if self.conv.as_ref().is_none_or(|c| c.len() != len) {
                     self.conv = Some(FftConv::new(len));
@@ -560,13 +636,13 @@ impl<T: Float> SsmLayer<T> {
                     }
                 }
                 let conv = self.conv.as_mut().expect("planned above");
-                conv.forward(u, &self.kfull, batch, h, &mut self.c);
+                conv.forward(&self.u, &self.kfull, batch, h, &mut self.c);
             }
         }
         let d = store.value(self.d);
         self.c
             .par_chunks_mut(len)
-            .zip(u.par_chunks(len))
+            .zip(self.u.par_chunks(len))
             .enumerate()
             .for_each(|(row, (cr, ur))| {
                 let dv = d[row % h];
@@ -869,6 +945,53 @@ impl<T: Float> Model<T> {
         }
         self.grad_a = g;
         self.grad_b = g2;
+    }
+
+    /// Adds `noise` to the input of every SSM layer in later forwards (`None` removes it).
+    pub fn set_input_noise(&mut self, noise: Option<InputNoise>) {
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            b.ssm.noise = noise.map(|n| InputNoise {
+                seed: crate::layers::splitmix64(n.seed ^ (i as u64 + 1)),
+                ..n
+            });
+        }
+    }
+
+    /// Number of residual blocks.
+    pub fn n_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The impulse responses of block `layer`'s sequence map (without the `D·u` skip), as
+    /// `(directions, [dirs, H, len])`: the convolution kernels, or for S5 the responses of each
+    /// channel to an impulse on itself.
+    pub fn layer_kernels(&mut self, layer: usize, len: usize) -> Result<(usize, Vec<T>), String> {
+        let nb = self.blocks.len();
+        let blk = self
+            .blocks
+            .get_mut(layer)
+            .ok_or_else(|| format!("layer {layer} does not exist (the model has {nb})"))?;
+        let h = self.cfg.d_model;
+        match &mut blk.ssm.mixer {
+            Mixer::Conv(k) => {
+                let mut out = Vec::new();
+                k.forward(&self.store, len, &mut out);
+                Ok((k.directions(), out))
+            }
+            Mixer::S5(s5) => {
+                let mut u = vec![T::zero(); h * h * len];
+                for c in 0..h {
+                    u[(c * h + c) * len] = T::one();
+                }
+                let mut y = Vec::new();
+                s5.forward(&self.store, &u, h, len, &mut y);
+                let mut out = Vec::with_capacity(h * len);
+                for c in 0..h {
+                    out.extend_from_slice(&y[(c * h + c) * len..(c * h + c + 1) * len]);
+                }
+                Ok((1, out))
+            }
+        }
     }
 
     /// Gradient of the loss with respect to a real input of the last forward/backward (`[B, d_in, L]`).

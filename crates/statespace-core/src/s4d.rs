@@ -128,6 +128,9 @@ pub struct S4dConfig {
     pub dt_max: f64,
     /// Two directions (forward and reverse kernels).
     pub bidirectional: bool,
+    /// Explicit modes `(λ, B)` replacing `init` (S4-PTD); `state_size` must be twice their number.
+    #[serde(skip)]
+    pub custom: Option<Vec<(C64, C64)>>,
 }
 
 /// The S4D kernel: parameter ids and the cache of the last forward.
@@ -167,7 +170,21 @@ impl S4dKernel {
         let (h, n) = (cfg.channels, cfg.state_size);
         let m = n / 2;
         let dirs = if cfg.bidirectional { 2 } else { 1 };
-        let a = inits::init_a(cfg.init, n, rng).map_err(|e| e.to_string())?;
+        let (a, b0): (Vec<C64>, Vec<C64>) = match &cfg.custom {
+            Some(modes) => {
+                if modes.len() != m {
+                    return Err(format!(
+                        "S4D: {} explicit modes for state size {n} (need N/2)",
+                        modes.len()
+                    ));
+                }
+                modes.iter().copied().unzip()
+            }
+            None => (
+                inits::init_a(cfg.init, n, rng).map_err(|e| e.to_string())?,
+                vec![C64::new(1.0, 0.0); m],
+            ),
+        };
         let dts =
             inits::log_uniform_dt(h, cfg.dt_min, cfg.dt_max, rng).map_err(|e| e.to_string())?;
         let c = inits::complex_normal(dirs * h * m, rng);
@@ -198,13 +215,13 @@ impl S4dKernel {
         let b_re = store.add(
             format!("{prefix}.b_re"),
             &[h, m],
-            vec![T::one(); h * m],
+            t((0..h).flat_map(|_| b0.iter().map(|z| z.re)).collect()),
             ParamKind::SsmB,
         );
         let b_im = store.add(
             format!("{prefix}.b_im"),
             &[h, m],
-            vec![T::zero(); h * m],
+            t((0..h).flat_map(|_| b0.iter().map(|z| z.im)).collect()),
             ParamKind::SsmB,
         );
         let c_re = store.add(

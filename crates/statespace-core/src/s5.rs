@@ -113,6 +113,7 @@ pub struct S5Init {
 #[derive(Debug)]
 pub struct S5Layer<T> {
     cfg: S5Config,
+    m: usize,
     /// `log_lambda_real [M]`.
     pub log_lambda_real: ParamId,
     /// `lambda_imag [M]`.
@@ -271,12 +272,13 @@ impl<T: Float> S5Layer<T> {
                 cfg.opts.step_rescale
             ));
         }
-        let m = p / 2;
         let init = match &cfg.init {
             Some(i) => i.clone(),
             None => block_legs(p, cfg.opts.blocks)?,
         };
-        if init.lambda.len() != m || init.v.len() != p * m || init.vinv.len() != m * p {
+        // M = P/2 for block LegS; a PTD diagonalization may keep a few more (real eigenvalues)
+        let m = init.lambda.len();
+        if init.v.len() != p * m || init.vinv.len() != m * p {
             return Err("S5 init: Λ, V, V⁺ have the wrong sizes".into());
         }
         let dirs = if cfg.bidirectional { 2 } else { 1 };
@@ -361,6 +363,7 @@ impl<T: Float> S5Layer<T> {
         );
         Ok(Self {
             cfg,
+            m,
             log_lambda_real,
             lambda_imag,
             b_re,
@@ -390,7 +393,7 @@ impl<T: Float> S5Layer<T> {
 
     /// Discretizes the modes and forms `Ā`, `B̄` from the current parameters.
     fn prepare(&mut self, store: &ParamStore<T>) {
-        let (h, m) = (self.cfg.channels, self.cfg.state_size / 2);
+        let (h, m) = (self.cfg.channels, self.m);
         let (lr, li, ldt) = (
             store.value(self.log_lambda_real),
             store.value(self.lambda_imag),
@@ -427,7 +430,7 @@ impl<T: Float> S5Layer<T> {
         y: &mut Vec<T>,
     ) {
         self.prepare(store);
-        let (h, m) = (self.cfg.channels, self.cfg.state_size / 2);
+        let (h, m) = (self.cfg.channels, self.m);
         let dirs = self.dirs();
         assert_eq!(u.len(), batch * h * len);
         self.dims = (batch, len);
@@ -507,7 +510,7 @@ impl<T: Float> S5Layer<T> {
 
     /// `g = dℒ/dy [B, H, L]` → `du [B, H, L]` (overwritten) and the parameter gradients.
     pub fn backward(&mut self, store: &mut ParamStore<T>, g: &[T], du: &mut Vec<T>) {
-        let (h, m) = (self.cfg.channels, self.cfg.state_size / 2);
+        let (h, m) = (self.cfg.channels, self.m);
         let dirs = self.dirs();
         let (batch, len) = self.dims;
         assert_eq!(g.len(), batch * h * len);
@@ -720,7 +723,7 @@ impl<T: Float> S5Layer<T> {
         let two = T::of(2.0);
         Ok(Box::new(S5Stepper {
             h: me.cfg.channels,
-            m: me.cfg.state_size / 2,
+            m: me.m,
             abar: me.abar,
             bbar_re: me.bbar_re,
             bbar_im: me.bbar_im,

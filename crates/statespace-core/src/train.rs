@@ -853,8 +853,12 @@ pub fn run(
     })
 }
 
-/// Evaluates a checkpoint directory's `best.safetensors` (or a given file) on the test split.
-pub fn eval_checkpoint(path: &Path, data: Option<&Path>) -> Result<(RunConfig, Score), String> {
+/// A run's config, its trained model and its task.
+pub type LoadedRun = (RunConfig, Model<f32>, Box<dyn SeqTask>);
+
+/// A trained model from a run directory (its best.safetensors) or a checkpoint file, with its run
+/// config and task (`data` overrides the dataset directory).
+pub fn load_model(path: &Path, data: Option<&Path>) -> Result<LoadedRun, String> {
     let file = if path.is_dir() {
         path.join("best.safetensors")
     } else {
@@ -876,6 +880,12 @@ pub fn eval_checkpoint(path: &Path, data: Option<&Path>) -> Result<(RunConfig, S
         &mut StdRng::seed_from_u64(0),
     )?;
     load_weights(&file, &mut model, &loaded)?;
+    Ok((cfg, model, task))
+}
+
+/// Evaluates a checkpoint (see [`load_model`]) on the test split.
+pub fn eval_checkpoint(path: &Path, data: Option<&Path>) -> Result<(RunConfig, Score), String> {
+    let (cfg, mut model, task) = load_model(path, data)?;
     let score = evaluate(
         &mut model,
         task.as_ref(),
@@ -883,4 +893,28 @@ pub fn eval_checkpoint(path: &Path, data: Option<&Path>) -> Result<(RunConfig, S
         cfg.train.eval_batch_size,
     );
     Ok((cfg, score))
+}
+
+/// The PTD paper's robustness test: the test score clean and with `noise` added before every SSM
+/// layer.
+pub fn robustness(
+    path: &Path,
+    data: Option<&Path>,
+    noise: crate::model::InputNoise,
+) -> Result<(RunConfig, Score, Score), String> {
+    let (cfg, mut model, task) = load_model(path, data)?;
+    let clean = evaluate(
+        &mut model,
+        task.as_ref(),
+        Split::Test,
+        cfg.train.eval_batch_size,
+    );
+    model.set_input_noise(Some(noise));
+    let noisy = evaluate(
+        &mut model,
+        task.as_ref(),
+        Split::Test,
+        cfg.train.eval_batch_size,
+    );
+    Ok((cfg, clean, noisy))
 }

@@ -274,6 +274,7 @@ fn s4d_check(disc: Disc, bidirectional: bool, init: DiagInit) {
         dt_min: 0.01,
         dt_max: 0.5,
         bidirectional,
+        custom: None,
     };
     let mut kern = S4dKernel::new(&mut store, "k", cfg, &mut r).unwrap();
     // non-trivial B
@@ -315,6 +316,7 @@ fn s4d_kernel_matches_the_math_core() {
             dt_min: 0.01,
             dt_max: 0.1,
             bidirectional: false,
+            custom: None,
         };
         let mut kern = S4dKernel::new(&mut store, "k", cfg, &mut r).unwrap();
         let mut k = Vec::new();
@@ -535,6 +537,7 @@ fn s4d_kernel_trait_object_directions() {
         dt_min: 0.01,
         dt_max: 0.1,
         bidirectional: true,
+        custom: None,
     };
     let k: Box<dyn SequenceKernel<f32>> =
         Box::new(S4dKernel::new(&mut store, "k", cfg, &mut rng(0)).unwrap());

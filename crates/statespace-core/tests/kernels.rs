@@ -633,3 +633,19 @@ fn s5_step_equals_convolution() {
         assert!(e64 <= 1e-9 && e32 <= 1e-4, "{e64:e} {e32:e}");
     }
 }
+
+// ---------------------------------------------------------------- PTD
+
+#[test]
+fn ptd_layers_step_equals_convolution_and_train_through_the_generic_paths() {
+    for kind in [LayerKind::S4Ptd, LayerKind::S5Ptd] {
+        let cfg = model_cfg(kind);
+        let (e64, e32) = step_vs_conv(&cfg, 150, 25);
+        eprintln!("{kind:?}: step vs conv {e64:.1e} (f64), {e32:.1e} (f32)");
+        assert!(e64 <= 1e-9 && e32 <= 1e-4, "{e64:e} {e32:e}");
+    }
+    // S4-PTD's modes are those of A_LegS + E: B̃ = V⁻¹B reproduces C(sI − A − E)⁻¹B with C = V's rows
+    let d = statespace_core::ptd::legs(8).unwrap();
+    assert!(d.cond < 1e3, "cond(V) = {}", d.cond);
+    assert!(d.lambda.iter().all(|l| l.re < 0.0));
+}

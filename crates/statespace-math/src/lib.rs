@@ -27,6 +27,7 @@ pub mod dplr;
 pub mod hippo;
 pub mod kernel;
 pub mod linalg;
+pub mod ptd;
 pub mod s4d;
 
 pub use num_complex::Complex64 as C64;

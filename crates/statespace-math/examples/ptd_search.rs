@@ -1,0 +1,39 @@
+//! Runs the PTD perturbation search for LegS:
+//! `ptd_search N LAMBDA LR ITERS [MAX_REL_NORM|-] [cond2|frobenius]`.
+use statespace_math::ptd::{Objective, PtdOptions};
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let n: usize = a.get(1).map_or(64, |s| s.parse().expect("N"));
+    let mut o = PtdOptions::default();
+    if let Some(s) = a.get(2) {
+        o.lambda = s.parse().expect("LAMBDA");
+    }
+    if let Some(s) = a.get(3) {
+        o.lr = s.parse().expect("LR");
+    }
+    if let Some(s) = a.get(4) {
+        o.iters = s.parse().expect("ITERS");
+    }
+    if let Some(s) = a.get(5).filter(|s| s.as_str() != "-") {
+        o.max_rel_norm = Some(s.parse().expect("MAX_REL_NORM"));
+    }
+    if a.get(6).is_some_and(|s| s.as_str() == "cond2") {
+        o.objective = Objective::Cond2;
+    }
+    let (m, _) =
+        statespace_math::hippo::transition(statespace_math::hippo::Measure::LegS, n).expect("LegS");
+    let t = std::time::Instant::now();
+    let p = statespace_math::ptd::optimize(&m, &o, |it, c| {
+        if it % 500 == 0 {
+            eprintln!("{it} cond {c:.2}")
+        }
+    })
+    .expect("search");
+    println!(
+        "N={n} {o:?}: cond {:.2} rel {:.2}% in {:.1}s",
+        p.cond,
+        100.0 * p.rel_norm,
+        t.elapsed().as_secs_f64()
+    );
+}
