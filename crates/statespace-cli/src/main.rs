@@ -50,6 +50,22 @@ enum Command {
     /// The PTD paper's robustness test: test accuracy with 0.1·U[0,1)·cos(325.4·t) added before every
     /// SSM layer (t on each channel's Δ grid), next to the clean accuracy.
     Robustness(RobustnessArgs),
+    /// Run (or load from the cache) the PTD perturbation of LegS for state size N and report cond(V),
+    /// ‖E‖/‖A‖ and the transfer-function error against LegS next to S4D-LegS's.
+    Ptd(PtdArgs),
+}
+
+#[derive(Args)]
+struct PtdArgs {
+    /// State size N (even).
+    #[arg(long, default_value_t = 64)]
+    n: usize,
+    /// Seed of the output row C ~ N(0, 1) used for the transfer functions.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -232,6 +248,7 @@ fn main() -> ExitCode {
         Command::Kernel(a) => run_kernel(&a),
         Command::Transfer(a) => run_transfer(&a),
         Command::Robustness(a) => run_robustness(&a),
+        Command::Ptd(a) => run_ptd(&a),
         Command::Train(a) => train_cmd::train(
             a.config.as_deref(),
             a.resume.as_deref(),
@@ -643,6 +660,48 @@ fn run_transfer(args: &KernelArgs) -> Result<(), Failure> {
             ));
         }
         emit(&out)
+    }
+}
+
+fn run_ptd(args: &PtdArgs) -> Result<(), Failure> {
+    use rand_distr::{Distribution, StandardNormal};
+    if args.n < 2 || !args.n.is_multiple_of(2) {
+        return Err(Failure::Input(format!(
+            "--n must be even and ≥ 2, got {}",
+            args.n
+        )));
+    }
+    let n = args.n;
+    let opts = statespace_math::ptd::PtdOptions::default();
+    let dir = statespace_core::ptd::cache_dir();
+    let p = statespace_math::ptd::legs_perturbation(n, &opts, dir.as_deref(), |it, cond| {
+        if it % 500 == 0 {
+            eprintln!("iteration {it}: cond(V) = {cond:.2}");
+        }
+    })?;
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let c: Vec<f64> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
+    let omegas: Vec<f64> = (0..=400)
+        .map(|i| 10f64.powf(-3.0 + 7.0 * i as f64 / 400.0))
+        .collect();
+    let t = statespace_math::ptd::transfer_errors(&p.e, &c, &omegas)?;
+    if args.json {
+        emit(&format!(
+            "{}\n",
+            json!({"n": n, "cond_v": p.cond, "rel_norm": p.rel_norm,
+                   "transfer_error_ptd": t.ptd, "transfer_error_s4d_legs": t.s4d})
+        ))
+    } else {
+        emit(&format!(
+            "PTD LegS N = {n}: cond(V) = {:.2}, ‖E‖₂/‖A‖₂ = {:.2}%\n\
+             max over ω ∈ [1e-3, 1e4] of |G − G_LegS| / max|G_LegS| (C ~ N(0,1), seed {}):\n\
+             \tPTD        {:.3e}\n\tS4D-LegS   {:.3e}\n",
+            p.cond,
+            100.0 * p.rel_norm,
+            args.seed,
+            t.ptd,
+            t.s4d
+        ))
     }
 }
 

@@ -716,3 +716,23 @@ fn every_kind_trains_and_its_checkpoint_serves_kernel_transfer_and_robustness() 
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("s7"));
 }
+
+#[test]
+fn a_run_stopped_before_its_first_validation_still_reports_a_test_score() {
+    let dir = tmpdir();
+    let cfg = write(dir.path(), "run.toml", RUN_CFG);
+    let out = dir.path().join("zero");
+    let o = run(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--set",
+        "train.max_steps=0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("test accuracy"), "{}", stdout(&o));
+    assert!(out.join("best.safetensors").exists());
+}

@@ -838,8 +838,14 @@ pub fn run(
     pb.finish_and_clear();
     let tokens_per_s = ((st.step - start_step) * tc.batch_size * len) as f64
         / t_train.elapsed().as_secs_f64().max(1e-9);
-    // The test set, once, with the best checkpoint.
+    // The test set, once, with the best checkpoint (a run stopped before its first validation,
+    // e.g. train.max_steps = 0, is validated now so that there is one).
     let best_path = dir.join("best.safetensors");
+    if st.best_val.is_none() || !best_path.exists() {
+        let val = evaluate(&mut model, task.as_ref(), Split::Val, tc.eval_batch_size);
+        st.best_val = Some(val);
+        save_best(dir, cfg, &model, &st, val)?;
+    }
     let loaded = checkpoint::load::<f32>(&best_path)?;
     load_weights(&best_path, &mut model, &loaded)?;
     let test = evaluate(&mut model, task.as_ref(), Split::Test, tc.eval_batch_size);

@@ -18,6 +18,9 @@ fn main() {
     if let Some(s) = a.get(5).filter(|s| s.as_str() != "-") {
         o.max_rel_norm = Some(s.parse().expect("MAX_REL_NORM"));
     }
+    if let Some(s) = a.get(7) {
+        o.stability = s.parse().expect("STABILITY");
+    }
     if a.get(6).is_some_and(|s| s.as_str() == "cond2") {
         o.objective = Objective::Cond2;
     }
@@ -30,10 +33,25 @@ fn main() {
         }
     })
     .expect("search");
+    let ae = faer::Mat::from_fn(n, n, |i, j| m[(i, j)] + p.e[(i, j)]);
+    let maxre = statespace_math::ptd::eig(&ae)
+        .expect("eig")
+        .lambda
+        .iter()
+        .map(|l| l.re)
+        .fold(f64::MIN, f64::max);
+    let mut e0 = vec![0.0; n];
+    e0[0] = 1.0;
+    let omegas: Vec<f64> = (0..=400)
+        .map(|i| 10f64.powf(-3.0 + 7.0 * i as f64 / 400.0))
+        .collect();
+    let te = statespace_math::ptd::transfer_errors(&p.e, &e0, &omegas).expect("transfer");
     println!(
-        "N={n} {o:?}: cond {:.2} rel {:.2}% in {:.1}s",
+        "N={n} {o:?}: cond {:.2} rel {:.2}% max Re λ {maxre:.3} transfer err (C=e0) ptd {:.3e} s4d {:.3e} in {:.1}s",
         p.cond,
         100.0 * p.rel_norm,
+        te.ptd,
+        te.s4d,
         t.elapsed().as_secs_f64()
     );
 }

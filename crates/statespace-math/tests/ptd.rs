@@ -13,10 +13,20 @@ fn objective_gradient_matches_finite_differences() {
     let n = 8;
     let (a, _) = hippo::transition(Measure::LegS, n).unwrap();
     let mut r = StdRng::seed_from_u64(1);
-    let e = Mat::from_fn(n, n, |_, _| r.random_range(-0.5..0.5));
+    let e0 = Mat::from_fn(n, n, |_, _| r.random_range(-0.5..0.5));
     let lam = 3e-3;
-    for kind in [Objective::Cond2, Objective::Frobenius] {
-        let (_, g, _) = ptd::objective(&a, &e, lam, kind).unwrap();
+    // the shifted case puts eigenvalues in the right half-plane, exercising the stability term
+    for (kind, shift, mu) in [
+        (Objective::Cond2, 0.0, 0.0),
+        (Objective::Frobenius, 0.0, 0.0),
+        (Objective::Frobenius, 4.5, 30.0),
+    ] {
+        let e = Mat::from_fn(n, n, |i, j| e0[(i, j)] + if i == j { shift } else { 0.0 });
+        let ae = Mat::from_fn(n, n, |i, j| a[(i, j)] + e[(i, j)]);
+        if mu > 0.0 {
+            assert!(ptd::eig(&ae).unwrap().lambda.iter().any(|l| l.re > 0.5));
+        }
+        let (_, g, _) = ptd::objective(&a, &e, lam, kind, mu).unwrap();
         let mut worst: f64 = 0.0;
         let mut scale: f64 = 0.0;
         for (i, j) in [(0, 0), (1, 3), (5, 2), (7, 7), (3, 6), (6, 1)] {
@@ -24,7 +34,7 @@ fn objective_gradient_matches_finite_differences() {
             let f = |d: f64| {
                 let mut e2 = e.clone();
                 e2[(i, j)] += d;
-                ptd::objective(&a, &e2, lam, kind).unwrap().0
+                ptd::objective(&a, &e2, lam, kind, mu).unwrap().0
             };
             let fd = (f(h) - f(-h)) / (2.0 * h);
             worst = worst.max((fd - g[(i, j)]).abs());
