@@ -27,6 +27,24 @@ fn main() {
     let (m, _) =
         statespace_math::hippo::transition(statespace_math::hippo::Measure::LegS, n).expect("LegS");
     let t = std::time::Instant::now();
+    if a.get(8).is_some_and(|s| s.as_str() == "complex") {
+        let p = statespace_math::ptd::optimize_complex(&m, &o, |it, c| {
+            if it % 500 == 0 {
+                eprintln!("{it} cond {c:.2}")
+            }
+        })
+        .expect("search");
+        let ae = statespace_math::linalg::CMat::from_fn(n, n, |i, j| p.e[(i, j)] + m[(i, j)]);
+        let eg = statespace_math::ptd::eig_complex(&ae).expect("eig");
+        let maxre = eg.lambda.iter().map(|l| l.re).fold(f64::MIN, f64::max);
+        println!(
+            "COMPLEX N={n} {o:?}: cond {:.2} rel {:.2}% max Re λ {maxre:.3} in {:.1}s",
+            p.cond,
+            100.0 * p.rel_norm,
+            t.elapsed().as_secs_f64()
+        );
+        return;
+    }
     let p = statespace_math::ptd::optimize(&m, &o, |it, c| {
         if it % 500 == 0 {
             eprintln!("{it} cond {c:.2}")

@@ -106,41 +106,51 @@ pub fn eig(a: &RMat) -> Result<Eig> {
         .map_err(|e| MathError::Numerical(format!("eigensolver failed: {e:?}")))?;
     let lambda: Vec<C64> = (0..n).map(|i| e.S().column_vector()[i]).collect();
     let u = e.U();
-    let mut v = CMat::zeros(n, n);
-    for j in 0..n {
+    let v = unit_columns(&CMat::from_fn(n, n, |i, j| u[(i, j)]));
+    let cond = cond2(&v)?;
+    Ok(Eig { lambda, v, cond })
+}
+
+/// [`eig`] of a complex matrix.
+pub fn eig_complex(a: &CMat) -> Result<Eig> {
+    let n = a.nrows();
+    let e = a
+        .eigen()
+        .map_err(|e| MathError::Numerical(format!("eigensolver failed: {e:?}")))?;
+    let lambda: Vec<C64> = (0..n).map(|i| e.S().column_vector()[i]).collect();
+    let u = e.U();
+    let v = unit_columns(&CMat::from_fn(n, n, |i, j| u[(i, j)]));
+    let cond = cond2(&v)?;
+    Ok(Eig { lambda, v, cond })
+}
+
+fn unit_columns(u: &CMat) -> CMat {
+    let n = u.nrows();
+    let mut v = u.clone();
+    for j in 0..u.ncols() {
         let nrm = (0..n).map(|i| u[(i, j)].norm_sqr()).sum::<f64>().sqrt();
         for i in 0..n {
             v[(i, j)] = u[(i, j)] / nrm;
         }
     }
+    v
+}
+
+fn cond2(v: &CMat) -> Result<f64> {
     let s = v
         .singular_values()
         .map_err(|e| MathError::Numerical(format!("SVD failed: {e:?}")))?;
     let (mx, mn) = s
         .iter()
         .fold((0.0f64, f64::INFINITY), |(a, b), x| (a.max(*x), b.min(*x)));
-    Ok(Eig {
-        lambda,
-        v,
-        cond: mx / mn,
-    })
+    Ok(mx / mn)
 }
 
-/// `J(E) = κ(V(A+E))² + λ‖E‖_F` and its gradient with respect to (real) `E`; also cond₂(V).
-pub fn objective(
-    a: &RMat,
-    e: &RMat,
-    lambda: f64,
-    kind: Objective,
-    stability: f64,
-) -> Result<(f64, RMat, f64)> {
-    let n = a.nrows();
-    let ae = Mat::from_fn(n, n, |i, j| a[(i, j)] + e[(i, j)]);
-    let Eig {
-        lambda: lam,
-        v,
-        cond,
-    } = eig(&ae)?;
+/// The conditioning (and stability) term `κ(V)² + μ·Σ max(Re λ, 0)²` of a matrix with
+/// eigendecomposition `eg`, and its complex gradient `g_A` with respect to the matrix.
+fn conditioning(eg: &Eig, kind: Objective, stability: f64) -> Result<(f64, CMat)> {
+    let (lam, v, cond) = (&eg.lambda, &eg.v, eg.cond);
+    let n = v.nrows();
     let (kappa2, mut gv) = match kind {
         Objective::Cond2 => {
             let svd = v
@@ -197,6 +207,22 @@ pub fn objective(
     let vh = v.adjoint().to_owned();
     let x = csolve(&vh, &gm);
     let ga = &x * &vh;
+    Ok((kappa2 + stability * unstable, ga))
+}
+
+/// `J(E) = κ(V(A+E))² + λ‖E‖_F + μ·Σ max(Re λ, 0)²` and its gradient with respect to (real) `E`;
+/// also cond₂(V).
+pub fn objective(
+    a: &RMat,
+    e: &RMat,
+    lambda: f64,
+    kind: Objective,
+    stability: f64,
+) -> Result<(f64, RMat, f64)> {
+    let n = a.nrows();
+    let ae = Mat::from_fn(n, n, |i, j| a[(i, j)] + e[(i, j)]);
+    let eg = eig(&ae)?;
+    let (j, ga) = conditioning(&eg, kind, stability)?;
     let fro = (0..n)
         .flat_map(|i| (0..n).map(move |j| (i, j)))
         .map(|(i, j)| e[(i, j)] * e[(i, j)])
@@ -210,7 +236,35 @@ pub fn objective(
                 0.0
             }
     });
-    Ok((kappa2 + lambda * fro + stability * unstable, grad, cond))
+    Ok((j + lambda * fro, grad, eg.cond))
+}
+
+/// The same for a complex `E` (the paper's setting): the gradient is `g_E = g_A` (∂/∂Re + i ∂/∂Im).
+pub fn objective_complex(
+    a: &RMat,
+    e: &CMat,
+    lambda: f64,
+    kind: Objective,
+    stability: f64,
+) -> Result<(f64, CMat, f64)> {
+    let n = a.nrows();
+    let ae = CMat::from_fn(n, n, |i, j| e[(i, j)] + a[(i, j)]);
+    let eg = eig_complex(&ae)?;
+    let (j, ga) = conditioning(&eg, kind, stability)?;
+    let fro = (0..n)
+        .flat_map(|i| (0..n).map(move |j| (i, j)))
+        .map(|(i, j)| e[(i, j)].norm_sqr())
+        .sum::<f64>()
+        .sqrt();
+    let grad = CMat::from_fn(n, n, |i, j| {
+        ga[(i, j)]
+            + if fro > 0.0 {
+                e[(i, j)] * (lambda / fro)
+            } else {
+                C64::new(0.0, 0.0)
+            }
+    });
+    Ok((j + lambda * fro, grad, eg.cond))
 }
 
 /// The result of the perturbation search.
@@ -513,4 +567,108 @@ pub fn transfer_errors(e: &RMat, c: &[f64], omegas: &[f64]) -> Result<TransferEr
         ptd: rel(&ptd_sys.transfer(&s)?),
         s4d: rel(&s4d_sys.transfer(&s)?),
     })
+}
+
+/// A complex perturbation found by [`optimize_complex`].
+#[derive(Debug, Clone)]
+pub struct ComplexPerturbation {
+    /// The perturbation E (N × N, complex).
+    pub e: CMat,
+    /// cond(V) of A + E.
+    pub cond: f64,
+    /// ‖E‖₂ / ‖A‖₂.
+    pub rel_norm: f64,
+}
+
+/// [`optimize`] over complex `E` (the paper's setting), from E ~ U[0, 0.1)·(1 + i).
+pub fn optimize_complex(
+    a: &RMat,
+    opts: &PtdOptions,
+    mut progress: impl FnMut(usize, f64),
+) -> Result<ComplexPerturbation> {
+    let n = a.nrows();
+    if n == 0 || a.ncols() != n {
+        return invalid("PTD needs a non-empty square matrix");
+    }
+    let mut rng = StdRng::seed_from_u64(opts.seed);
+    let mut e = CMat::from_fn(n, n, |_, _| {
+        let v = rng.random_range(0.0..0.1);
+        C64::new(v, v)
+    });
+    let a_norm = norm2(a)?;
+    let limit = opts.max_rel_norm.map(|r| r * a_norm);
+    if let Some(l) = limit {
+        project_complex(&mut e, l)?;
+    }
+    let mut m1 = vec![C64::new(0.0, 0.0); n * n];
+    let mut m2 = vec![C64::new(0.0, 0.0); n * n];
+    let (b1, b2, eps) = (0.9, 0.999, 1e-8);
+    let mut best: Option<(f64, CMat)> = None;
+    let mut lr = opts.lr;
+    for it in 0..opts.iters {
+        let (j, g, cond) = objective_complex(a, &e, opts.lambda, opts.objective, opts.stability)?;
+        if !j.is_finite() {
+            return Err(MathError::Numerical(format!(
+                "PTD objective became non-finite at iteration {it}"
+            )));
+        }
+        if best.as_ref().is_none_or(|b| j < b.0) {
+            best = Some((j, e.clone()));
+        }
+        progress(it, cond);
+        let t = (it + 1) as f64;
+        for c in 0..n {
+            for r in 0..n {
+                let k = c * n + r;
+                let gi = g[(r, c)];
+                m1[k] = m1[k] * b1 + gi * (1.0 - b1);
+                m2[k] = C64::new(
+                    b2 * m2[k].re + (1.0 - b2) * gi.re * gi.re,
+                    b2 * m2[k].im + (1.0 - b2) * gi.im * gi.im,
+                );
+                let (c1, c2) = (1.0 - b1.powf(t), 1.0 - b2.powf(t));
+                let step = C64::new(
+                    m1[k].re / c1 / ((m2[k].re / c2).sqrt() + eps),
+                    m1[k].im / c1 / ((m2[k].im / c2).sqrt() + eps),
+                );
+                e[(r, c)] -= step * lr;
+            }
+        }
+        if let Some(l) = limit {
+            project_complex(&mut e, l)?;
+        }
+        if (it + 1) % opts.decay_every == 0 {
+            lr *= opts.decay;
+        }
+    }
+    let (_, e) = best.ok_or_else(|| MathError::Invalid("PTD ran zero iterations".into()))?;
+    let ae = CMat::from_fn(n, n, |i, j| e[(i, j)] + a[(i, j)]);
+    let cond = eig_complex(&ae)?.cond;
+    let s = e
+        .singular_values()
+        .map_err(|err| MathError::Numerical(format!("SVD failed: {err:?}")))?;
+    let en = s.iter().fold(0.0f64, |m, x| m.max(*x));
+    Ok(ComplexPerturbation {
+        e,
+        cond,
+        rel_norm: en / a_norm,
+    })
+}
+
+fn project_complex(e: &mut CMat, limit: f64) -> Result<()> {
+    let svd = e
+        .svd()
+        .map_err(|err| MathError::Numerical(format!("SVD failed: {err:?}")))?;
+    let n = e.nrows();
+    let s: Vec<f64> = (0..n).map(|i| svd.S().column_vector()[i].re).collect();
+    if s[0] <= limit {
+        return Ok(());
+    }
+    let (u, v) = (svd.U(), svd.V());
+    *e = CMat::from_fn(n, n, |i, j| {
+        (0..n)
+            .map(|k| u[(i, k)] * v[(j, k)].conj() * s[k].min(limit))
+            .sum()
+    });
+    Ok(())
 }

@@ -111,3 +111,38 @@ fn diagonalization_realizes_the_perturbed_system_exactly() {
         assert!((g - w).norm() <= 1e-9 * w.norm().max(1.0), "{g} vs {w}");
     }
 }
+
+#[test]
+fn complex_objective_gradient_matches_finite_differences() {
+    use statespace_math::linalg::CMat;
+    let n = 8;
+    let (a, _) = hippo::transition(Measure::LegS, n).unwrap();
+    let mut r = StdRng::seed_from_u64(4);
+    let e = CMat::from_fn(n, n, |_, _| {
+        statespace_math::C64::new(r.random_range(-0.5..0.5), r.random_range(-0.5..0.5))
+    });
+    let lam = 3e-3;
+    let (_, g, _) = ptd::objective_complex(&a, &e, lam, Objective::Frobenius, 0.5).unwrap();
+    let (mut worst, mut scale): (f64, f64) = (0.0, 0.0);
+    for (i, j) in [(0, 0), (2, 5), (7, 1), (4, 4)] {
+        for imag in [false, true] {
+            let h = 1e-6;
+            let f = |d: f64| {
+                let mut e2 = e.clone();
+                e2[(i, j)] += if imag {
+                    statespace_math::C64::new(0.0, d)
+                } else {
+                    statespace_math::C64::new(d, 0.0)
+                };
+                ptd::objective_complex(&a, &e2, lam, Objective::Frobenius, 0.5)
+                    .unwrap()
+                    .0
+            };
+            let fd = (f(h) - f(-h)) / (2.0 * h);
+            let an = if imag { g[(i, j)].im } else { g[(i, j)].re };
+            worst = worst.max((fd - an).abs());
+            scale = scale.max(fd.abs());
+        }
+    }
+    assert!(worst <= 1e-5 * scale, "{worst:e} vs {scale:e}");
+}
