@@ -173,7 +173,7 @@ fn conditioning(eg: &Eig, kind: Objective, stability: f64) -> Result<(f64, CMat)
         }
         Objective::Frobenius => {
             // κ² = N‖W‖_F², W = V⁻¹:  g_V = −2N Wᴴ W Wᴴ
-            let w = csolve(&v, &CMat::identity(n, n));
+            let w = csolve(v, &CMat::identity(n, n));
             let fw: f64 = (0..n)
                 .flat_map(|i| (0..n).map(move |j| (i, j)))
                 .map(|(i, j)| w[(i, j)].norm_sqr())
