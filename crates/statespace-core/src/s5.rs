@@ -46,7 +46,8 @@ pub const MIN_NEG_REAL: f64 = 1e-4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Scan {
-    /// Sequential recurrence per (batch, state); parallel over those (measured faster here).
+    /// Sequential recurrence per (batch, state), parallel over those; as fast as the associative scan
+    /// here at L = 1k…16k (examples/s5_scan_timing.rs) and simpler, so the default.
     #[default]
     Recurrence,
     /// Work-efficient parallel associative scan (Blelloch) per (batch, state).
@@ -57,7 +58,7 @@ pub enum Scan {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct S5Options {
-    /// J: blocks of the block-diagonal LegS initialization (divides d_state/2... see `validate`).
+    /// J: blocks of the block-diagonal LegS initialization (d_state / J must be even).
     pub blocks: usize,
     /// Scan algorithm.
     pub scan: Scan,
