@@ -82,6 +82,23 @@ impl<T: Float> ParamStore<T> {
         self.params.len() - 1
     }
 
+    /// Registers a complex tensor as two real ones, `{name}_re` and `{name}_im` (the checkpoint
+    /// convention: no trailing dimension of 2), from f64 values.
+    pub fn add_complex(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        values: &[num_complex::Complex64],
+        kind: ParamKind,
+    ) -> (ParamId, ParamId) {
+        let re = values.iter().map(|z| T::of(z.re)).collect();
+        let im = values.iter().map(|z| T::of(z.im)).collect();
+        (
+            self.add(format!("{name}_re"), shape, re, kind),
+            self.add(format!("{name}_im"), shape, im, kind),
+        )
+    }
+
     /// The values of parameter `id`.
     #[inline]
     pub fn value(&self, id: ParamId) -> &[T] {

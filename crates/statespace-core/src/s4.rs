@@ -379,43 +379,23 @@ impl<T: Float> S4Kernel<T> {
             ParamKind::SsmA,
         );
         let p = &dplr.p;
-        let p_re = store.add(
-            format!("{prefix}.p_re"),
+        let (p_re, p_im) = store.add_complex(
+            &format!("{prefix}.p"),
             &[s, rank, m],
-            tile(&|i| p[i / m][i % m].re, rank * m),
-            ParamKind::SsmA,
-        );
-        let p_im = store.add(
-            format!("{prefix}.p_im"),
-            &[s, rank, m],
-            tile(&|i| p[i / m][i % m].im, rank * m),
+            &(0..s)
+                .flat_map(|_| (0..rank * m).map(|i| p[i / m][i % m]))
+                .collect::<Vec<_>>(),
             ParamKind::SsmA,
         );
         let b = &dplr.b;
-        let b_re = store.add(
-            format!("{prefix}.b_re"),
+        let (b_re, b_im) = store.add_complex(
+            &format!("{prefix}.b"),
             &[s, m],
-            tile(&|i| b[i].re, m),
+            &(0..s).flat_map(|_| b.iter().copied()).collect::<Vec<_>>(),
             ParamKind::SsmB,
         );
-        let b_im = store.add(
-            format!("{prefix}.b_im"),
-            &[s, m],
-            tile(&|i| b[i].im, m),
-            ParamKind::SsmB,
-        );
-        let c_re = store.add(
-            format!("{prefix}.c_re"),
-            &[dirs, h, m],
-            t(c.iter().map(|z| z.re).collect()),
-            ParamKind::Weight,
-        );
-        let c_im = store.add(
-            format!("{prefix}.c_im"),
-            &[dirs, h, m],
-            t(c.iter().map(|z| z.im).collect()),
-            ParamKind::Weight,
-        );
+        let (c_re, c_im) =
+            store.add_complex(&format!("{prefix}.c"), &[dirs, h, m], &c, ParamKind::Weight);
         Ok(Self {
             cfg,
             rank,

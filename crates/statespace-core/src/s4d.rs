@@ -212,30 +212,14 @@ impl S4dKernel {
             rep(&|z| z.im),
             ParamKind::SsmA,
         );
-        let b_re = store.add(
-            format!("{prefix}.b_re"),
+        let (b_re, b_im) = store.add_complex(
+            &format!("{prefix}.b"),
             &[h, m],
-            t((0..h).flat_map(|_| b0.iter().map(|z| z.re)).collect()),
+            &(0..h).flat_map(|_| b0.iter().copied()).collect::<Vec<_>>(),
             ParamKind::SsmB,
         );
-        let b_im = store.add(
-            format!("{prefix}.b_im"),
-            &[h, m],
-            t((0..h).flat_map(|_| b0.iter().map(|z| z.im)).collect()),
-            ParamKind::SsmB,
-        );
-        let c_re = store.add(
-            format!("{prefix}.c_re"),
-            &[dirs, h, m],
-            t(c.iter().map(|z| z.re).collect()),
-            ParamKind::Weight,
-        );
-        let c_im = store.add(
-            format!("{prefix}.c_im"),
-            &[dirs, h, m],
-            t(c.iter().map(|z| z.im).collect()),
-            ParamKind::Weight,
-        );
+        let (c_re, c_im) =
+            store.add_complex(&format!("{prefix}.c"), &[dirs, h, m], &c, ParamKind::Weight);
         Ok(Self {
             cfg,
             log_dt,

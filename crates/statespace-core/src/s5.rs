@@ -332,28 +332,11 @@ impl<T: Float> S5Layer<T> {
             t(init.lambda.iter().map(|l| l.im).collect()),
             ParamKind::SsmA,
         );
-        let b_re = store.add(
-            format!("{prefix}.b_re"),
-            &[m, h],
-            t(bt.iter().map(|z| z.re).collect()),
-            ParamKind::SsmB,
-        );
-        let b_im = store.add(
-            format!("{prefix}.b_im"),
-            &[m, h],
-            t(bt.iter().map(|z| z.im).collect()),
-            ParamKind::SsmB,
-        );
-        let c_re = store.add(
-            format!("{prefix}.c_re"),
+        let (b_re, b_im) = store.add_complex(&format!("{prefix}.b"), &[m, h], &bt, ParamKind::SsmB);
+        let (c_re, c_im) = store.add_complex(
+            &format!("{prefix}.c"),
             &[dirs, h, m],
-            t(ct.iter().map(|z| z.re).collect()),
-            ParamKind::Weight,
-        );
-        let c_im = store.add(
-            format!("{prefix}.c_im"),
-            &[dirs, h, m],
-            t(ct.iter().map(|z| z.im).collect()),
+            &ct,
             ParamKind::Weight,
         );
         let log_dt = store.add(
