@@ -377,6 +377,31 @@ impl<T: Float> S5Layer<T> {
 
     /// Discretizes the modes and forms `Ā`, `B̄` from the current parameters.
     fn prepare(&mut self, store: &ParamStore<T>) {
+        // the buffers keep their capacity from step to step
+        let mut d = (
+            std::mem::take(&mut self.modes),
+            std::mem::take(&mut self.abar),
+            std::mem::take(&mut self.bbar_re),
+            std::mem::take(&mut self.bbar_im),
+        );
+        self.discretize_into(store, &mut d);
+        (self.modes, self.abar, self.bbar_re, self.bbar_im) = d;
+    }
+
+    /// The discretized modes, `Ā [M]` and `B̄ [M, H]` (re, im) from the current parameters.
+    #[allow(clippy::type_complexity)]
+    fn discretized(&self, store: &ParamStore<T>) -> (Vec<Mode>, Vec<Cx<T>>, Vec<T>, Vec<T>) {
+        let mut d = Default::default();
+        self.discretize_into(store, &mut d);
+        d
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn discretize_into(
+        &self,
+        store: &ParamStore<T>,
+        (modes, abar, bbar_re, bbar_im): &mut (Vec<Mode>, Vec<Cx<T>>, Vec<T>, Vec<T>),
+    ) {
         let (h, m) = (self.cfg.channels, self.m);
         let (lr, li, ldt) = (
             store.value(self.log_lambda_real),
@@ -384,23 +409,23 @@ impl<T: Float> S5Layer<T> {
             store.value(self.log_dt),
         );
         let (br, bi) = (store.value(self.b_re), store.value(self.b_im));
-        self.modes.clear();
-        self.abar.clear();
-        self.bbar_re.clear();
-        self.bbar_im.clear();
+        modes.clear();
+        abar.clear();
+        bbar_re.clear();
+        bbar_im.clear();
         for i in 0..m {
             let e = lr[i].f64().exp();
             let a = C64::new(-e.max(MIN_NEG_REAL), li[i].f64());
             let dt = ldt[i].f64().exp() * self.cfg.opts.step_rescale;
             let md = discretize(a, dt, self.cfg.disc, e < MIN_NEG_REAL);
             let ab = md.z.exp();
-            self.abar.push(Cx::new(T::of(ab.re), T::of(ab.im)));
+            abar.push(Cx::new(T::of(ab.re), T::of(ab.im)));
             for c in 0..h {
                 let bb = md.w * C64::new(br[i * h + c].f64(), bi[i * h + c].f64());
-                self.bbar_re.push(T::of(bb.re));
-                self.bbar_im.push(T::of(bb.im));
+                bbar_re.push(T::of(bb.re));
+                bbar_im.push(T::of(bb.im));
             }
-            self.modes.push(md);
+            modes.push(md);
         }
     }
 
@@ -691,26 +716,14 @@ impl<T: Float> S5Layer<T> {
                 "a bidirectional S5 layer sees the future: it has no recurrent (step) mode".into(),
             );
         }
-        let mut me = S5Layer {
-            cfg: self.cfg.clone(),
-            modes: Vec::new(),
-            abar: Vec::new(),
-            bbar_re: Vec::new(),
-            bbar_im: Vec::new(),
-            u: Vec::new(),
-            x_re: Vec::new(),
-            x_im: Vec::new(),
-            dims: (0, 0),
-            ..*self
-        };
-        me.prepare(store);
+        let (_, abar, bbar_re, bbar_im) = self.discretized(store);
         let two = T::of(2.0);
         Ok(Box::new(S5Stepper {
-            h: me.cfg.channels,
-            m: me.m,
-            abar: me.abar,
-            bbar_re: me.bbar_re,
-            bbar_im: me.bbar_im,
+            h: self.cfg.channels,
+            m: self.m,
+            abar,
+            bbar_re,
+            bbar_im,
             c_re: store.value(self.c_re).iter().map(|v| *v * two).collect(),
             c_im: store.value(self.c_im).iter().map(|v| *v * two).collect(),
         }))
