@@ -3,6 +3,7 @@
 //! Exit status: 0 on success, 2 for bad input (arguments, files), 1 for a failure of the
 //! computation itself.
 
+mod data_cmd;
 mod plot;
 mod ssm_file;
 mod train_cmd;
@@ -53,6 +54,9 @@ enum Command {
     /// Run (or load from the cache) the PTD perturbation of LegS for state size N and report cond(V),
     /// ‖E‖/‖A‖ and the transfer-function error against LegS next to S4D-LegS's.
     Ptd(PtdArgs),
+    /// Generate benchmark datasets in their standard layouts (ListOps TSV files, …).
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
 }
 
 #[derive(Args)]
@@ -249,6 +253,7 @@ fn main() -> ExitCode {
         Command::Transfer(a) => run_transfer(&a),
         Command::Robustness(a) => run_robustness(&a),
         Command::Ptd(a) => run_ptd(&a),
+        Command::Data(c) => data_cmd::run(&c).map_err(Failure::Input),
         Command::Train(a) => train_cmd::train(
             a.config.as_deref(),
             a.resume.as_deref(),
@@ -559,6 +564,7 @@ fn engine_kernel(args: &KernelArgs) -> Result<(Vec<f64>, String), Failure> {
             d_input: 1,
             vocab: 0,
             d_output: 1,
+            pair: false,
         },
         &mut StdRng::seed_from_u64(args.seed),
     )

@@ -435,9 +435,19 @@ pub struct BatchNorm<T> {
     rstd: Vec<T>,
     dims: (usize, usize),
     train: bool,
+    /// Valid length of each batch element (empty: all positions are valid). Statistics are taken
+    /// over the valid positions only; set with [`BatchNorm::set_lengths`].
+    lengths: Vec<usize>,
 }
 
 impl<T: Float> BatchNorm<T> {
+    /// Restricts the next forwards' statistics to the first `lengths[b]` positions of element `b`
+    /// (empty: every position).
+    pub fn set_lengths(&mut self, lengths: &[usize]) {
+        self.lengths.clear();
+        self.lengths.extend_from_slice(lengths);
+    }
+
     /// Registers `name.weight` (ones) and `name.bias` (zeros).
     pub fn new(store: &mut ParamStore<T>, name: &str, c: usize) -> Self {
         let (gamma, beta) = affine(store, name, c);
@@ -453,6 +463,7 @@ impl<T: Float> BatchNorm<T> {
             rstd: Vec::new(),
             dims: (0, 0),
             train: true,
+            lengths: Vec::new(),
         }
     }
 
@@ -472,7 +483,8 @@ impl<T: Float> BatchNorm<T> {
         resize(y, batch * c * len);
         resize(&mut self.xhat, batch * c * len);
         resize(&mut self.rstd, c);
-        let m = (batch * len) as f64;
+        let lens = &self.lengths;
+        let m = (0..batch).map(|b| valid_len(lens, b, len)).sum::<usize>() as f64;
         let (gamma, beta) = (store.value(self.gamma), store.value(self.beta));
         let stats: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
@@ -480,22 +492,18 @@ impl<T: Float> BatchNorm<T> {
                 if !train {
                     return (self.running_mean[ch].f64(), self.running_var[ch].f64());
                 }
-                let mut s = 0.0;
-                for b in 0..batch {
-                    s += x[(b * c + ch) * len..(b * c + ch + 1) * len]
-                        .iter()
-                        .map(|v| v.f64())
-                        .sum::<f64>();
-                }
-                let mean = s / m;
-                let mut v = 0.0;
-                for b in 0..batch {
-                    v += x[(b * c + ch) * len..(b * c + ch + 1) * len]
-                        .iter()
-                        .map(|x| (x.f64() - mean).powi(2))
-                        .sum::<f64>();
-                }
-                (mean, v / m)
+                let row = |b: usize| {
+                    let s = (b * c + ch) * len;
+                    &x[s..s + valid_len(lens, b, len)]
+                };
+                let s: f64 = (0..batch)
+                    .map(|b| row(b).iter().map(|v| v.f64()).sum::<f64>())
+                    .sum();
+                let mean = s / m.max(1.0);
+                let v: f64 = (0..batch)
+                    .map(|b| row(b).iter().map(|x| (x.f64() - mean).powi(2)).sum::<f64>())
+                    .sum();
+                (mean, v / m.max(1.0))
             })
             .collect();
         for (ch, &(mean, var)) in stats.iter().enumerate() {
@@ -529,20 +537,32 @@ impl<T: Float> BatchNorm<T> {
         let c = self.c;
         let (batch, len) = self.dims;
         resize(dx, batch * c * len);
-        let m = (batch * len) as f64;
+        let lens = &self.lengths;
+        let m = (0..batch).map(|b| valid_len(lens, b, len)).sum::<usize>() as f64;
         let gamma = store.value(self.gamma).to_vec();
-        let sums: Vec<(f64, f64)> = (0..c)
+        // (Σ dy, Σ dy·x̂) over the valid positions (statistics) and over all (γ, β gradients)
+        let sums: Vec<(f64, f64, f64, f64)> = (0..c)
             .into_par_iter()
             .map(|ch| {
-                let (mut sd, mut sdh) = (0.0, 0.0);
+                let (mut sd, mut sdh, mut ad, mut adh) = (0.0, 0.0, 0.0, 0.0);
                 for b in 0..batch {
-                    let r = (b * c + ch) * len..(b * c + ch + 1) * len;
-                    for (d, h) in dy[r.clone()].iter().zip(&self.xhat[r]) {
-                        sd += d.f64();
-                        sdh += d.f64() * h.f64();
+                    let s = (b * c + ch) * len;
+                    let n = valid_len(lens, b, len);
+                    for (l, (d, h)) in dy[s..s + len]
+                        .iter()
+                        .zip(&self.xhat[s..s + len])
+                        .enumerate()
+                    {
+                        let (d, dh) = (d.f64(), d.f64() * h.f64());
+                        ad += d;
+                        adh += dh;
+                        if l < n {
+                            sd += d;
+                            sdh += dh;
+                        }
                     }
                 }
-                (sd, sdh)
+                (sd, sdh, ad, adh)
             })
             .collect();
         let train = self.train;
@@ -553,11 +573,20 @@ impl<T: Float> BatchNorm<T> {
             .enumerate()
             .for_each(|(row, ((dxr, dyr), hr))| {
                 let ch = row % c;
+                let n = valid_len(lens, row / c, len);
                 let g = gamma[ch] * rstd[ch];
                 if train {
-                    let (sd, sdh) = (T::of(sums[ch].0 / m), T::of(sums[ch].1 / m));
-                    for ((dxv, dyv), hv) in dxr.iter_mut().zip(dyr).zip(hr) {
-                        *dxv = g * (*dyv - sd - *hv * sdh);
+                    // padded positions do not enter the statistics: only the direct path
+                    let (sd, sdh) = (
+                        T::of(sums[ch].0 / m.max(1.0)),
+                        T::of(sums[ch].1 / m.max(1.0)),
+                    );
+                    for (l, ((dxv, dyv), hv)) in dxr.iter_mut().zip(dyr).zip(hr).enumerate() {
+                        *dxv = if l < n {
+                            g * (*dyv - sd - *hv * sdh)
+                        } else {
+                            g * *dyv
+                        };
                     }
                 } else {
                     for (dxv, dyv) in dxr.iter_mut().zip(dyr) {
@@ -565,9 +594,9 @@ impl<T: Float> BatchNorm<T> {
                     }
                 }
             });
-        for (ch, (sd, sdh)) in sums.iter().enumerate() {
-            store.grad_mut(self.gamma)[ch] += T::of(*sdh);
-            store.grad_mut(self.beta)[ch] += T::of(*sd);
+        for (ch, &(_, _, ad, adh)) in sums.iter().enumerate() {
+            store.grad_mut(self.gamma)[ch] += T::of(adh);
+            store.grad_mut(self.beta)[ch] += T::of(ad);
         }
     }
 }
@@ -795,27 +824,66 @@ pub enum Pool {
 
 /// `x [B, C, L] → y [B, C]`.
 pub fn pool_forward<T: Float>(pool: Pool, x: &[T], rows: usize, len: usize, y: &mut Vec<T>) {
+    pool_forward_masked(pool, x, rows, 1, len, &[], y);
+}
+
+/// `dy [B, C] → dx [B, C, L]`.
+pub fn pool_backward<T: Float>(pool: Pool, dy: &[T], len: usize, dx: &mut Vec<T>) {
+    pool_backward_masked(pool, dy, 1, len, &[], dx);
+}
+
+/// Valid length of batch element `b` (`lengths` empty: every element has the full `len`).
+#[inline]
+pub fn valid_len(lengths: &[usize], b: usize, len: usize) -> usize {
+    lengths.get(b).map_or(len, |&n| n.min(len))
+}
+
+/// Pooling over the valid part of each sequence: `x [B, C, L] → y [B, C]`, row `r` belonging to
+/// batch element `r / c`, whose first `lengths[r / c]` positions are valid (`lengths` empty: all).
+///
+/// ```text
+/// mean  y[b,c] = (1/n_b) Σ_{l<n_b} x[b,c,l]        last  y[b,c] = x[b,c,n_b−1]
+/// ```
+pub fn pool_forward_masked<T: Float>(
+    pool: Pool,
+    x: &[T],
+    rows: usize,
+    c: usize,
+    len: usize,
+    lengths: &[usize],
+    y: &mut Vec<T>,
+) {
     resize(y, rows);
-    let inv = T::of(1.0 / len as f64);
     for (r, yv) in y.iter_mut().enumerate() {
-        let xr = &x[r * len..(r + 1) * len];
+        let n = valid_len(lengths, r / c, len).max(1);
+        let xr = &x[r * len..r * len + n];
         *yv = match pool {
-            Pool::Mean => xr.iter().copied().sum::<T>() * inv,
-            Pool::Last => xr[len - 1],
+            Pool::Mean => xr.iter().copied().sum::<T>() * T::of(1.0 / n as f64),
+            Pool::Last => xr[n - 1],
             Pool::None => panic!("pool_forward with Pool::None"),
         };
     }
 }
 
-/// `dy [B, C] → dx [B, C, L]`.
-pub fn pool_backward<T: Float>(pool: Pool, dy: &[T], len: usize, dx: &mut Vec<T>) {
+/// Backward of [`pool_forward_masked`]: `dy [B, C] → dx [B, C, L]` (zero at padded positions).
+pub fn pool_backward_masked<T: Float>(
+    pool: Pool,
+    dy: &[T],
+    c: usize,
+    len: usize,
+    lengths: &[usize],
+    dx: &mut Vec<T>,
+) {
     zeroed(dx, dy.len() * len);
-    let inv = T::of(1.0 / len as f64);
     for (r, &g) in dy.iter().enumerate() {
-        let dr = &mut dx[r * len..(r + 1) * len];
+        let n = valid_len(lengths, r / c, len).max(1);
+        let dr = &mut dx[r * len..r * len + n];
         match pool {
-            Pool::Mean => dr.iter_mut().for_each(|d| *d = g * inv),
-            Pool::Last => dr[len - 1] = g,
+            Pool::Mean => {
+                let inv = T::of(1.0 / n as f64);
+                dr.iter_mut().for_each(|d| *d = g * inv)
+            }
+            Pool::Last => dr[n - 1] = g,
             Pool::None => panic!("pool_backward with Pool::None"),
         }
     }

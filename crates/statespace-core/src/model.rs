@@ -304,6 +304,10 @@ pub struct IoShape {
     pub vocab: usize,
     /// Output dimension (classes, or regression targets).
     pub d_output: usize,
+    /// Two-tower pair classification (LRA Retrieval): each example is two sequences encoded by the
+    /// same backbone, pooled to `u`, `v`, and classified from `[u, v, u∗v, u−v]` by an MLP.
+    #[serde(default)]
+    pub pair: bool,
 }
 
 /// A batch of inputs.
@@ -346,6 +350,11 @@ impl<T: Float> Norm<T> {
         match self {
             Norm::Layer(n) => n.backward(store, dy, dx),
             Norm::Batch(n) => n.backward(store, dy, dx),
+        }
+    }
+    fn set_lengths(&mut self, lengths: &[usize]) {
+        if let Norm::Batch(n) = self {
+            n.set_lengths(lengths);
         }
     }
 }
@@ -418,6 +427,9 @@ pub struct SsmLayer<T: Float> {
     dkfull: Vec<T>,
     dk: Vec<T>,
     dims: (usize, usize),
+    /// Valid length of each batch element (empty: all): the input is zeroed beyond it, so neither
+    /// direction of the sequence map sees the padding.
+    lengths: Vec<usize>,
 }
 
 impl<T: Float> SsmLayer<T> {
@@ -564,6 +576,7 @@ impl<T: Float> SsmLayer<T> {
             dkfull: Vec::new(),
             dk: Vec::new(),
             dims: (0, 0),
+            lengths: Vec::new(),
         })
     }
 
@@ -613,6 +626,16 @@ impl<T: Float> SsmLayer<T> {
         self.u.extend_from_slice(u);
         if let Some(nz) = self.noise {
             self.add_noise(store, nz, batch, len);
+        }
+        if !self.lengths.is_empty() {
+            let lens = &self.lengths;
+            self.u
+                .par_chunks_mut(len)
+                .enumerate()
+                .for_each(|(row, ur)| {
+                    let n = layers::valid_len(lens, row / h, len);
+                    ur[n..].iter_mut().for_each(|v| *v = T::zero());
+                });
         }
         match &mut self.mixer {
             Mixer::S5(s5) => s5.forward(store, &self.u, batch, len, &mut self.c),
@@ -727,6 +750,13 @@ impl<T: Float> SsmLayer<T> {
                     *x = *u + dv * *g;
                 }
             });
+        if !self.lengths.is_empty() {
+            let lens = &self.lengths;
+            dx.par_chunks_mut(len).enumerate().for_each(|(row, r)| {
+                let n = layers::valid_len(lens, row / h, len);
+                r[n..].iter_mut().for_each(|v| *v = T::zero());
+            });
+        }
         let _ = batch;
     }
 }
@@ -780,13 +810,19 @@ pub struct Model<T: Float> {
     blocks: Vec<Block<T>>,
     final_norm: Option<Norm<T>>,
     decoder: Linear<T>,
+    /// Two-tower head (`io.pair`): `decoder.hidden` (4H → H), GELU, then `decoder` (H → out).
+    pair_head: Option<(Linear<T>, Gelu<T>)>,
     acts: Vec<Vec<T>>,
     fnorm_out: Vec<T>,
     pooled: Vec<T>,
+    feats4: Vec<T>,
+    hid: Vec<T>,
+    hid_act: Vec<T>,
     out: Vec<T>,
     grad_a: Vec<T>,
     grad_b: Vec<T>,
     dims: (usize, usize),
+    lengths: Vec<usize>,
 }
 
 impl<T: Float> Model<T> {
@@ -826,6 +862,15 @@ impl<T: Float> Model<T> {
         let final_norm = cfg
             .prenorm
             .then(|| Norm::new(&mut store, "final_norm", cfg.norm, h));
+        if io.pair && cfg.pool == Pool::None {
+            return Err("a two-tower (pair) task needs model.pool = \"mean\" or \"last\"".into());
+        }
+        let pair_head = io.pair.then(|| {
+            (
+                Linear::new(&mut store, "decoder.hidden", 4 * h, h, true, rng),
+                Gelu::new(),
+            )
+        });
         let decoder = Linear::new(&mut store, "decoder", h, io.d_output, true, rng);
         Ok(Self {
             cfg: cfg.clone(),
@@ -835,17 +880,42 @@ impl<T: Float> Model<T> {
             blocks,
             final_norm,
             decoder,
+            pair_head,
             acts: Vec::new(),
             fnorm_out: Vec::new(),
             pooled: Vec::new(),
+            feats4: Vec::new(),
+            hid: Vec::new(),
+            hid_act: Vec::new(),
             out: Vec::new(),
             grad_a: Vec::new(),
             grad_b: Vec::new(),
             dims: (0, 0),
+            lengths: Vec::new(),
         })
     }
 
+    /// Sets the valid length of each input sequence for later forwards (empty: every sequence has
+    /// the full length). Padded positions (`l ≥ lengths[b]`) are zeroed at the input of every
+    /// sequence map, left out of BatchNorm statistics and of pooling, so a padded batch gives, on
+    /// the valid part, what each sequence gives alone. For pair tasks: one length per sequence
+    /// (`2B`, the first towers then the second).
+    pub fn set_lengths(&mut self, lengths: &[usize]) {
+        self.lengths.clear();
+        self.lengths.extend_from_slice(lengths);
+        for blk in &mut self.blocks {
+            blk.ssm.lengths.clear();
+            blk.ssm.lengths.extend_from_slice(lengths);
+            blk.norm.set_lengths(lengths);
+        }
+        if let Some(f) = &mut self.final_norm {
+            f.set_lengths(lengths);
+        }
+    }
+
     /// Forward pass; returns the output `[B, d_out]` (pooled) or `[B, d_out, L]` (pool = none).
+    /// `batch` counts examples: for a pair task the input holds `2·batch` sequences (all first
+    /// documents, then all second documents).
     /// `seed` drives dropout (a function of the training step, so runs are reproducible).
     pub fn forward(
         &mut self,
@@ -856,6 +926,8 @@ impl<T: Float> Model<T> {
         seed: u64,
     ) -> &[T] {
         let h = self.cfg.d_model;
+        let examples = batch;
+        let batch = if self.io.pair { 2 * batch } else { batch };
         self.dims = (batch, len);
         let nb = self.blocks.len();
         self.acts.resize_with(nb + 1, Vec::new);
@@ -899,9 +971,34 @@ impl<T: Float> Model<T> {
             self.decoder
                 .forward(&self.store, feats, batch, len, &mut self.out);
         } else {
-            layers::pool_forward(self.cfg.pool, feats, batch * h, len, &mut self.pooled);
-            self.decoder
-                .forward(&self.store, &self.pooled, batch, 1, &mut self.out);
+            layers::pool_forward_masked(
+                self.cfg.pool,
+                feats,
+                batch * h,
+                h,
+                len,
+                &self.lengths,
+                &mut self.pooled,
+            );
+            if let Some((hidden, gelu)) = &mut self.pair_head {
+                // [u, v, u∗v, u−v] per example: [B, 4H]
+                let (u, v) = self.pooled.split_at(examples * h);
+                self.feats4.clear();
+                for b in 0..examples {
+                    let (ub, vb) = (&u[b * h..(b + 1) * h], &v[b * h..(b + 1) * h]);
+                    self.feats4.extend_from_slice(ub);
+                    self.feats4.extend_from_slice(vb);
+                    self.feats4.extend(ub.iter().zip(vb).map(|(a, b)| *a * *b));
+                    self.feats4.extend(ub.iter().zip(vb).map(|(a, b)| *a - *b));
+                }
+                hidden.forward(&self.store, &self.feats4, examples, 1, &mut self.hid);
+                gelu.forward(&self.hid, &mut self.hid_act);
+                self.decoder
+                    .forward(&self.store, &self.hid_act, examples, 1, &mut self.out);
+            } else {
+                self.decoder
+                    .forward(&self.store, &self.pooled, batch, 1, &mut self.out);
+            }
         }
         &self.out
     }
@@ -909,14 +1006,31 @@ impl<T: Float> Model<T> {
     /// Backward pass from `dout` (same shape as the output); accumulates every parameter gradient.
     pub fn backward(&mut self, dout: &[T]) {
         let (batch, len) = self.dims;
-        let _ = batch;
+        let h = self.cfg.d_model;
         let mut g = std::mem::take(&mut self.grad_a);
         let mut g2 = std::mem::take(&mut self.grad_b);
         if self.cfg.pool == Pool::None {
             self.decoder.backward(&mut self.store, dout, &mut g);
         } else {
             self.decoder.backward(&mut self.store, dout, &mut g2);
-            layers::pool_backward(self.cfg.pool, &g2, len, &mut g);
+            if let Some((hidden, gelu)) = &mut self.pair_head {
+                let examples = batch / 2;
+                gelu.backward(&g2, &mut g);
+                hidden.backward(&mut self.store, &g, &mut g2);
+                // g2 = dℒ/d[u, v, u∗v, u−v]  →  dℒ/du, dℒ/dv stacked as [2B, H]
+                let mut dp = vec![T::zero(); batch * h];
+                let (u, v) = self.pooled.split_at(examples * h);
+                for b in 0..examples {
+                    let f = &g2[b * 4 * h..(b + 1) * 4 * h];
+                    for j in 0..h {
+                        let (gu, gv, gm, gd) = (f[j], f[h + j], f[2 * h + j], f[3 * h + j]);
+                        dp[b * h + j] = gu + gm * v[b * h + j] + gd;
+                        dp[(examples + b) * h + j] = gv + gm * u[b * h + j] - gd;
+                    }
+                }
+                g2 = dp;
+            }
+            layers::pool_backward_masked(self.cfg.pool, &g2, h, len, &self.lengths, &mut g);
         }
         if let Some(fnorm) = &mut self.final_norm {
             fnorm.backward(&mut self.store, &g, &mut g2);
@@ -1051,6 +1165,11 @@ impl<T: Float> Model<T> {
 
     /// A fresh recurrent state for `batch` streams (an error for bidirectional models).
     pub fn stream_state(&self, batch: usize) -> Result<StreamState<T>, String> {
+        if self.io.pair {
+            return Err(
+                "a two-tower (pair) model classifies whole documents: it has no step mode".into(),
+            );
+        }
         let steppers = self
             .blocks
             .iter()

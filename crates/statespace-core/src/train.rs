@@ -34,6 +34,16 @@ pub enum TaskName {
     Adding,
     /// The copying task (generated).
     Copying,
+    /// LRA ListOps (`basic_{train,val,test}.tsv` in `data_dir`; `statespace data listops` writes them).
+    Listops,
+    /// LRA Text: IMDB reviews as bytes (the `aclImdb` layout in `data_dir`).
+    Text,
+    /// LRA Retrieval: AAN document pairs as bytes (`new_aan_pairs.{train,eval,test}.tsv`).
+    Retrieval,
+    /// LRA Image: grayscale CIFAR-10 pixel by pixel (CIFAR-10 binary files).
+    Image,
+    /// sCIFAR: RGB CIFAR-10 pixel by pixel, 3 channels.
+    Scifar,
 }
 
 fn d_true() -> bool {
@@ -44,7 +54,7 @@ fn d_true() -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskConfig {
-    /// smnist, sfashion, adding or copying.
+    /// smnist, sfashion, adding, copying, listops, text, retrieval, image or scifar.
     pub name: TaskName,
     /// Directory of the IDX files (image tasks); `--data` overrides it.
     #[serde(default)]
@@ -61,7 +71,8 @@ pub struct TaskConfig {
     /// Test examples of generated tasks.
     #[serde(default)]
     pub test_size: Option<usize>,
-    /// Adding problem: sequence length T.
+    /// Adding problem: sequence length T. ListOps: the model's length (longer examples are
+    /// truncated; default the longest example).
     #[serde(default)]
     pub seq_len: Option<usize>,
     /// Copying: symbols to copy (M).
@@ -152,6 +163,11 @@ pub struct TrainConfig {
     /// Stop after this many steps (the schedule still spans all epochs).
     #[serde(default)]
     pub max_steps: Option<usize>,
+    /// Variable-length tasks: sort each run of `length_buckets` batches of the shuffled epoch by
+    /// example length and shuffle the batches, so a batch holds similar lengths and is cut to its
+    /// longest (0: off; batches are cut to their longest sequence either way).
+    #[serde(default)]
+    pub length_buckets: usize,
     /// Batch size of validation and test passes.
     #[serde(default = "eval_batch")]
     pub eval_batch_size: usize,
@@ -322,6 +338,53 @@ pub fn build_task(
             AddingTask::new(cfg.seq_len.unwrap_or(1000), gen_sizes(), seed)
                 .map_err(|e| e.to_string())?,
         ),
+        TaskName::Listops => {
+            let dir = data
+                .map(Path::to_path_buf)
+                .or_else(|| cfg.data_dir.clone())
+                .ok_or_else(|| "task.data_dir: ListOps reads basic_{train,val,test}.tsv; give --data DIR or task.data_dir (`statespace data listops --out DIR` generates them)".to_string())?;
+            Box::new(
+                statespace_data::listops::ListOpsTask::load(&dir, cfg.seq_len)
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        TaskName::Text | TaskName::Retrieval | TaskName::Image | TaskName::Scifar => {
+            let what = match cfg.name {
+                TaskName::Text => "Text reads the aclImdb layout (train/pos/*.txt, …)",
+                TaskName::Retrieval => "Retrieval reads new_aan_pairs.{train,eval,test}.tsv",
+                _ => "the CIFAR tasks read data_batch_1.bin … data_batch_5.bin and test_batch.bin",
+            };
+            let dir = data
+                .map(Path::to_path_buf)
+                .or_else(|| cfg.data_dir.clone())
+                .ok_or_else(|| {
+                    format!("task.data_dir: {what}; give --data DIR or task.data_dir")
+                })?;
+            let e = |e: statespace_data::DataError| e.to_string();
+            match cfg.name {
+                TaskName::Text => Box::new(
+                    statespace_data::text::ImdbTask::load(
+                        &dir,
+                        cfg.seq_len.unwrap_or(4096),
+                        cfg.val_size.unwrap_or(0),
+                    )
+                    .map_err(e)?,
+                ),
+                TaskName::Retrieval => Box::new(
+                    statespace_data::text::AanTask::load(&dir, cfg.seq_len.unwrap_or(4000))
+                        .map_err(e)?,
+                ),
+                _ => Box::new(
+                    statespace_data::cifar::CifarTask::load(
+                        &dir,
+                        cfg.name == TaskName::Image,
+                        cfg.val_size.unwrap_or(5000),
+                        seed,
+                    )
+                    .map_err(e)?,
+                ),
+            }
+        }
         TaskName::Copying => Box::new(
             CopyingTask::new(
                 cfg.copy_tokens.unwrap_or(10),
@@ -350,6 +413,7 @@ pub fn io_shape(task: &dyn SeqTask) -> IoShape {
         d_input,
         vocab,
         d_output,
+        pair: spec.pair,
     }
 }
 
@@ -380,12 +444,13 @@ pub fn batch_loss(
     dout: &mut Vec<f32>,
 ) -> (f64, usize, usize) {
     let spec = task.spec();
-    let len = spec.len;
+    let len = if batch.len > 0 { batch.len } else { spec.len };
     let input = match spec.input {
         InputSpec::Real { .. } => Input::Real(&batch.real),
         InputSpec::Tokens { .. } => Input::Tokens(&batch.tokens),
     };
     let k = model.io.d_output;
+    model.set_lengths(&batch.lengths);
     let out = model.forward(input, n, len, train, seed);
     match spec.target {
         TargetSpec::Class { .. } => layers::cross_entropy(out, &batch.labels, n, k, 1, dout),
@@ -402,7 +467,7 @@ pub fn evaluate(
     task: &dyn SeqTask,
     split: Split,
     batch_size: usize,
-) -> Score {
+) -> Result<Score, String> {
     let size = task.size(split);
     let mut batch = Batch::default();
     let mut dout = Vec::new();
@@ -410,7 +475,9 @@ pub fn evaluate(
     let classify = !matches!(task.spec().target, TargetSpec::Regression { .. });
     for start in (0..size).step_by(batch_size) {
         let idx: Vec<usize> = (start..(start + batch_size).min(size)).collect();
-        task.fill(split, &idx, &mut batch);
+        task.fill(split, &idx, &mut batch)
+            .map_err(|e| e.to_string())?;
+        batch.trim(&task.spec(), TRIM_MULTIPLE);
         let (l, c, n) = batch_loss(model, task, &batch, idx.len(), false, 0, &mut dout);
         let w = if classify { n } else { idx.len() };
         loss += l * w as f64;
@@ -418,10 +485,10 @@ pub fn evaluate(
         correct += c;
         counted += n;
     }
-    Score {
+    Ok(Score {
         loss: loss / weight.max(1) as f64,
         acc: classify.then(|| correct as f64 / counted.max(1) as f64),
-    }
+    })
 }
 
 /// What a finished run reports.
@@ -589,6 +656,9 @@ pub fn config_of(
     Ok((cfg, io))
 }
 
+/// Batches are cut to their longest sequence rounded up to this (fewer distinct FFT sizes).
+pub const TRIM_MULTIPLE: usize = 32;
+
 fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
     let mut rng = StdRng::seed_from_u64(layers::splitmix64(
         seed ^ 0xda7a_0000 ^ (epoch as u64).wrapping_mul(0x9E37_79B9),
@@ -596,6 +666,37 @@ fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
     let mut v: Vec<usize> = (0..n).collect();
     v.shuffle(&mut rng);
     v
+}
+
+/// The epoch order with length bucketing: runs of `buckets · batch` examples sorted by length, cut
+/// into batches, and the batches shuffled (a function of seed and epoch, so resume stays exact).
+fn bucketed_order(
+    seed: u64,
+    epoch: usize,
+    task: &dyn SeqTask,
+    batch: usize,
+    buckets: usize,
+) -> Vec<usize> {
+    let n = task.size(Split::Train);
+    let mut v = epoch_order(seed, epoch, n);
+    if buckets == 0 || batch == 0 {
+        return v;
+    }
+    for chunk in v.chunks_mut(batch * buckets) {
+        chunk.sort_by_key(|&i| task.example_len(Split::Train, i));
+    }
+    let full = n / batch;
+    let mut order: Vec<usize> = (0..full).collect();
+    let mut rng = StdRng::seed_from_u64(layers::splitmix64(
+        seed ^ 0xb0c7_e700 ^ (epoch as u64).wrapping_mul(0x9E37_79B9),
+    ));
+    order.shuffle(&mut rng);
+    let mut out = Vec::with_capacity(n);
+    for b in order {
+        out.extend_from_slice(&v[b * batch..(b + 1) * batch]);
+    }
+    out.extend_from_slice(&v[full * batch..]);
+    out
 }
 
 fn truncate_metrics(path: &Path, step: usize) -> Result<(), String> {
@@ -732,7 +833,6 @@ pub fn run(
     }
     let total = spe * tc.epochs;
     let stop = tc.max_steps.map_or(total, |m| m.min(total));
-    let len = task.spec().len;
     let optim_cfg = cfg.optim();
     let pb = if quiet {
         ProgressBar::hidden()
@@ -753,15 +853,29 @@ pub fn run(
     let (mut run_loss, mut run_correct, mut run_count, mut run_steps) =
         (0.0, 0usize, 0usize, 0usize);
     let t_train = Instant::now();
-    let start_step = st.step;
+    // sequence positions computed (after cutting each batch to its longest sequence)
+    let mut positions = 0usize;
     while st.step < stop {
         let epoch = st.step / spe;
         let i = st.step % spe;
         if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            order = Some((epoch, epoch_order(tc.seed, epoch, n_train)));
+            order = Some((
+                epoch,
+                bucketed_order(
+                    tc.seed,
+                    epoch,
+                    task.as_ref(),
+                    tc.batch_size,
+                    tc.length_buckets,
+                ),
+            ));
         }
         let idx = &order.as_ref().expect("set above").1[i * tc.batch_size..(i + 1) * tc.batch_size];
-        task.fill(Split::Train, idx, &mut batch);
+        task.fill(Split::Train, idx, &mut batch)
+            .map_err(|e| e.to_string())?;
+        let blen = batch.trim(&task.spec(), TRIM_MULTIPLE);
+        let towers = if task.spec().pair { 2 } else { 1 };
+        positions += tc.batch_size * towers * blen;
         model.store.zero_grad();
         let seed =
             layers::splitmix64(tc.seed ^ (st.step as u64).wrapping_mul(0xA24B_AED4_963E_E407));
@@ -790,7 +904,7 @@ pub fn run(
         run_count += counted;
         run_steps += 1;
         let elapsed = t_train.elapsed().as_secs_f64();
-        let tps = ((st.step - start_step) * tc.batch_size * len) as f64 / elapsed.max(1e-9);
+        let tps = positions as f64 / elapsed.max(1e-9);
         if st.step.is_multiple_of(tc.log_every) || st.step == stop {
             let acc = (run_count > 0
                 && !matches!(task.spec().target, TargetSpec::Regression { .. }))
@@ -811,7 +925,7 @@ pub fn run(
         pb.set_position(st.step as u64);
         let epoch_end = st.step.is_multiple_of(spe) || st.step == stop;
         if epoch_end {
-            let val = evaluate(&mut model, task.as_ref(), Split::Val, tc.eval_batch_size);
+            let val = evaluate(&mut model, task.as_ref(), Split::Val, tc.eval_batch_size)?;
             let better = st.best_val.is_none_or(|b| val.key() > b.key());
             if better {
                 st.best_val = Some(val);
@@ -836,19 +950,18 @@ pub fn run(
         }
     }
     pb.finish_and_clear();
-    let tokens_per_s = ((st.step - start_step) * tc.batch_size * len) as f64
-        / t_train.elapsed().as_secs_f64().max(1e-9);
+    let tokens_per_s = positions as f64 / t_train.elapsed().as_secs_f64().max(1e-9);
     // The test set, once, with the best checkpoint (a run stopped before its first validation,
     // e.g. train.max_steps = 0, is validated now so that there is one).
     let best_path = dir.join("best.safetensors");
     if st.best_val.is_none() || !best_path.exists() {
-        let val = evaluate(&mut model, task.as_ref(), Split::Val, tc.eval_batch_size);
+        let val = evaluate(&mut model, task.as_ref(), Split::Val, tc.eval_batch_size)?;
         st.best_val = Some(val);
         save_best(dir, cfg, &model, &st, val)?;
     }
     let loaded = checkpoint::load::<f32>(&best_path)?;
     load_weights(&best_path, &mut model, &loaded)?;
-    let test = evaluate(&mut model, task.as_ref(), Split::Test, tc.eval_batch_size);
+    let test = evaluate(&mut model, task.as_ref(), Split::Test, tc.eval_batch_size)?;
     log(serde_json::json!({"step": st.step, "test_loss": test.loss, "test_acc": test.acc}))?;
     Ok(Summary {
         steps: st.step,
@@ -897,7 +1010,7 @@ pub fn eval_checkpoint(path: &Path, data: Option<&Path>) -> Result<(RunConfig, S
         task.as_ref(),
         Split::Test,
         cfg.train.eval_batch_size,
-    );
+    )?;
     Ok((cfg, score))
 }
 
@@ -914,13 +1027,13 @@ pub fn robustness(
         task.as_ref(),
         Split::Test,
         cfg.train.eval_batch_size,
-    );
+    )?;
     model.set_input_noise(Some(noise));
     let noisy = evaluate(
         &mut model,
         task.as_ref(),
         Split::Test,
         cfg.train.eval_batch_size,
-    );
+    )?;
     Ok((cfg, clean, noisy))
 }

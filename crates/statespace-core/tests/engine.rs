@@ -399,12 +399,14 @@ fn two_block_model_gradients() {
                 d_input: 0,
                 vocab: 5,
                 d_output: 3,
+                pair: false,
             }
         } else {
             IoShape {
                 d_input: 2,
                 vocab: 0,
                 d_output: 3,
+                pair: false,
             }
         };
         let mut model = Model::<f64>::new(&cfg, io, &mut r).unwrap();
@@ -461,6 +463,7 @@ fn recurrent_step_equals_convolution() {
             d_input: 2,
             vocab: 0,
             d_output: 3,
+            pair: false,
         };
         let (b, l) = (2, 200);
         let x = randn(b * 2 * l, &mut r);
@@ -515,6 +518,7 @@ fn recurrent_step_equals_convolution() {
             d_input: 1,
             vocab: 0,
             d_output: 2,
+            pair: false,
         },
         &mut rng(1),
     )

@@ -6,8 +6,11 @@
 //! into a batch by index — so data order is a function of (seed, epoch) and training can resume
 //! exactly.
 
+pub mod cifar;
 pub mod idx;
+pub mod listops;
 pub mod tasks;
+pub mod text;
 
 pub use tasks::{Batch, InputSpec, SeqTask, Split, TargetSpec, TaskSpec};
 

@@ -82,8 +82,11 @@ pub struct TaskSpec {
     pub input: InputSpec,
     /// Targets.
     pub target: TargetSpec,
-    /// Sequence length.
+    /// Sequence length (the longest, for variable-length tasks: shorter sequences are padded and
+    /// carry their length in [`Batch::lengths`]).
     pub len: usize,
+    /// Each example is a pair of sequences (two-tower tasks such as LRA Retrieval).
+    pub pair: bool,
 }
 
 /// A batch in the engine's layout.
@@ -97,14 +100,54 @@ pub struct Batch {
     pub labels: Vec<u32>,
     /// Regression targets `[B, dims]`.
     pub targets: Vec<f32>,
+    /// Valid length of each sequence `[B]` (`[2B]` for pair tasks; empty: all have the task's
+    /// length). Positions at or beyond it hold padding (token 0 or 0.0).
+    pub lengths: Vec<usize>,
+    /// Length of the rows as laid out (0: the task's length); see [`Batch::trim`].
+    pub len: usize,
 }
 
 impl Batch {
-    fn reset(&mut self) {
+    /// Empties every field (keeping the capacity).
+    pub fn reset(&mut self) {
         self.real.clear();
         self.tokens.clear();
         self.labels.clear();
         self.targets.clear();
+        self.lengths.clear();
+        self.len = 0;
+    }
+
+    /// Cuts the padding shared by every sequence: rows of length `spec.len` become rows of the
+    /// longest valid length rounded up to a multiple of `multiple` (at most `spec.len`), in place.
+    /// Returns the new row length. Nothing changes without per-sequence lengths.
+    pub fn trim(&mut self, spec: &TaskSpec, multiple: usize) -> usize {
+        let full = if self.len > 0 { self.len } else { spec.len };
+        let Some(&longest) = self.lengths.iter().max() else {
+            return full;
+        };
+        let m = multiple.max(1);
+        let new = longest.div_ceil(m).saturating_mul(m).clamp(1, full);
+        if new < full {
+            let rows_compact = |v: &mut Vec<u32>| {
+                let rows = v.len() / full;
+                for r in 0..rows {
+                    v.copy_within(r * full..r * full + new, r * new);
+                }
+                v.truncate(rows * new);
+            };
+            rows_compact(&mut self.tokens);
+            if matches!(spec.target, TargetSpec::ClassPerPosition { .. }) {
+                rows_compact(&mut self.labels);
+            }
+            let rows = self.real.len() / full;
+            for r in 0..rows {
+                self.real.copy_within(r * full..r * full + new, r * new);
+            }
+            self.real.truncate(rows * new);
+        }
+        self.len = new;
+        new
     }
 }
 
@@ -116,8 +159,15 @@ pub trait SeqTask: Send + Sync {
     fn spec(&self) -> TaskSpec;
     /// Number of examples in `split`.
     fn size(&self, split: Split) -> usize;
-    /// Writes the examples `indices` of `split` into `batch` (replacing its contents).
-    fn fill(&self, split: Split, indices: &[usize], batch: &mut Batch);
+    /// Writes the examples `indices` of `split` into `batch` (replacing its contents). Tasks that
+    /// read their files lazily report a file that became unreadable here.
+    fn fill(&self, split: Split, indices: &[usize], batch: &mut Batch) -> Result<(), DataError>;
+    /// Valid length of example `i` of `split` (the longer tower for pair tasks); fixed-length
+    /// tasks return the task length. Used to group examples of similar length into batches.
+    fn example_len(&self, split: Split, i: usize) -> usize {
+        let _ = (split, i);
+        self.spec().len
+    }
 }
 
 fn example_rng(seed: u64, split: Split, index: usize) -> StdRng {
@@ -279,6 +329,7 @@ impl SeqTask for ImageTask {
             input: InputSpec::Real { channels: 1 },
             target: TargetSpec::Class { classes: 10 },
             len: self.train.rows * self.train.cols,
+            pair: false,
         }
     }
 
@@ -290,7 +341,7 @@ impl SeqTask for ImageTask {
         }
     }
 
-    fn fill(&self, split: Split, indices: &[usize], batch: &mut Batch) {
+    fn fill(&self, split: Split, indices: &[usize], batch: &mut Batch) -> Result<(), DataError> {
         batch.reset();
         let len = self.train.rows * self.train.cols;
         for &i in indices {
@@ -308,6 +359,7 @@ impl SeqTask for ImageTask {
             }
             batch.labels.push(lab[j] as u32);
         }
+        Ok(())
     }
 }
 
@@ -358,6 +410,7 @@ impl SeqTask for AddingTask {
             input: InputSpec::Real { channels: 2 },
             target: TargetSpec::Regression { dims: 1 },
             len: self.t,
+            pair: false,
         }
     }
 
@@ -365,7 +418,7 @@ impl SeqTask for AddingTask {
         split_size(&self.sizes, split)
     }
 
-    fn fill(&self, split: Split, indices: &[usize], batch: &mut Batch) {
+    fn fill(&self, split: Split, indices: &[usize], batch: &mut Batch) -> Result<(), DataError> {
         batch.reset();
         let t = self.t;
         for &i in indices {
@@ -379,6 +432,7 @@ impl SeqTask for AddingTask {
                 .extend((0..t).map(|j| if j == a || j == b { 1.0 } else { 0.0 }));
             batch.targets.push(vals[a] + vals[b]);
         }
+        Ok(())
     }
 }
 
@@ -457,6 +511,7 @@ impl SeqTask for CopyingTask {
                 classes: self.alphabet,
             },
             len: self.len(),
+            pair: false,
         }
     }
 
@@ -464,7 +519,7 @@ impl SeqTask for CopyingTask {
         split_size(&self.sizes, split)
     }
 
-    fn fill(&self, split: Split, indices: &[usize], batch: &mut Batch) {
+    fn fill(&self, split: Split, indices: &[usize], batch: &mut Batch) -> Result<(), DataError> {
         batch.reset();
         let (m, len) = (self.m, self.len());
         let marker = (self.alphabet - 1) as u32;
@@ -477,5 +532,6 @@ impl SeqTask for CopyingTask {
             batch.labels.extend(std::iter::repeat_n(IGNORE, len - m));
             batch.labels.extend_from_slice(&data);
         }
+        Ok(())
     }
 }

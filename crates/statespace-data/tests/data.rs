@@ -137,7 +137,8 @@ fn image_task_splits_normalizes_and_permutes() {
     assert_eq!(t.spec().len, 784);
     assert_eq!(t.spec().input, InputSpec::Real { channels: 1 });
     let mut b = Batch::default();
-    t.fill(Split::Train, &(0..40).collect::<Vec<_>>(), &mut b);
+    t.fill(Split::Train, &(0..40).collect::<Vec<_>>(), &mut b)
+        .unwrap();
     assert_eq!(b.real.len(), 40 * 784);
     let mean = b.real.iter().map(|v| *v as f64).sum::<f64>() / b.real.len() as f64;
     let var = b
@@ -151,16 +152,16 @@ fn image_task_splits_normalizes_and_permutes() {
         "standardized: mean {mean}, var {var}"
     );
     // the test image 0 is (i + 3) % 251 pixel by pixel (gzip'd file)
-    t.fill(Split::Test, &[0], &mut b);
+    t.fill(Split::Test, &[0], &mut b).unwrap();
     let mut raw = b.real.clone();
     let mut tu = t.clone();
     tu.set_unit_scaling();
-    tu.fill(Split::Test, &[0], &mut b);
+    tu.fill(Split::Test, &[0], &mut b).unwrap();
     assert!((b.real[5] - 8.0 / 255.0).abs() < 1e-6);
     // the permuted task reads the same pixels in a fixed other order
     let tp = ImageTask::load("test", dir.path(), 10, true, 1).unwrap();
     let mut bp = Batch::default();
-    tp.fill(Split::Test, &[0], &mut bp);
+    tp.fill(Split::Test, &[0], &mut bp).unwrap();
     assert_ne!(bp.real, raw);
     raw.sort_by(f32::total_cmp);
     let mut sorted = bp.real.clone();
@@ -179,7 +180,8 @@ fn image_task_splits_normalizes_and_permutes() {
 fn adding_problem_follows_its_rules() {
     let t = AddingTask::new(100, [500, 10, 10], 3).unwrap();
     let mut b = Batch::default();
-    t.fill(Split::Train, &(0..500).collect::<Vec<_>>(), &mut b);
+    t.fill(Split::Train, &(0..500).collect::<Vec<_>>(), &mut b)
+        .unwrap();
     let mut sq = 0.0;
     for i in 0..500 {
         let x = &b.real[i * 200..(i + 1) * 200];
@@ -196,9 +198,9 @@ fn adding_problem_follows_its_rules() {
     assert!((mse - 1.0 / 6.0).abs() < 0.03, "{mse}");
     // deterministic by (seed, split, index)
     let mut b2 = Batch::default();
-    t.fill(Split::Train, &[7], &mut b2);
+    t.fill(Split::Train, &[7], &mut b2).unwrap();
     assert_eq!(&b2.real[..], &b.real[7 * 200..8 * 200]);
-    t.fill(Split::Val, &[7], &mut b2);
+    t.fill(Split::Val, &[7], &mut b2).unwrap();
     assert_ne!(&b2.real[..], &b.real[7 * 200..8 * 200]);
 }
 
@@ -209,7 +211,7 @@ fn copying_task_follows_its_rules() {
     assert_eq!(spec.len, 220);
     assert_eq!(spec.target, TargetSpec::ClassPerPosition { classes: 10 });
     let mut b = Batch::default();
-    t.fill(Split::Test, &[0, 1, 2], &mut b);
+    t.fill(Split::Test, &[0, 1, 2], &mut b).unwrap();
     for i in 0..3 {
         let tok = &b.tokens[i * 220..(i + 1) * 220];
         let lab = &b.labels[i * 220..(i + 1) * 220];

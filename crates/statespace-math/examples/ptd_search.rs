@@ -1,5 +1,5 @@
 //! Runs the PTD perturbation search for LegS:
-//! `ptd_search N LAMBDA LR ITERS [MAX_REL_NORM|-] [cond2|frobenius]`.
+//! `ptd_search N LAMBDA LR ITERS [MAX_REL_NORM|-] [cond2|frobenius] [STABILITY] [complex|real] [SEED] [SELECT_REL_NORM]`.
 use statespace_math::ptd::{Objective, PtdOptions};
 
 fn main() {
@@ -15,11 +15,19 @@ fn main() {
     if let Some(s) = a.get(4) {
         o.iters = s.parse().expect("ITERS");
     }
-    if let Some(s) = a.get(5).filter(|s| s.as_str() != "-") {
-        o.max_rel_norm = Some(s.parse().expect("MAX_REL_NORM"));
+    match a.get(5).map(String::as_str) {
+        Some("-") => o.max_rel_norm = None,
+        Some(s) => o.max_rel_norm = Some(s.parse().expect("MAX_REL_NORM")),
+        None => {}
     }
     if let Some(s) = a.get(7) {
         o.stability = s.parse().expect("STABILITY");
+    }
+    if let Some(s) = a.get(9) {
+        o.seed = s.parse().expect("SEED");
+    }
+    if let Some(s) = a.get(10) {
+        o.select_rel_norm = Some(s.parse().expect("SELECT_REL_NORM"));
     }
     if a.get(6).is_some_and(|s| s.as_str() == "cond2") {
         o.objective = Objective::Cond2;
@@ -37,6 +45,12 @@ fn main() {
         let ae = statespace_math::linalg::CMat::from_fn(n, n, |i, j| p.e[(i, j)] + m[(i, j)]);
         let eg = statespace_math::ptd::eig_complex(&ae).expect("eig");
         let maxre = eg.lambda.iter().map(|l| l.re).fold(f64::MIN, f64::max);
+        if let Ok(path) = std::env::var("PTD_SAVE") {
+            let rows: Vec<Vec<[f64; 2]>> = (0..n)
+                .map(|i| (0..n).map(|j| [p.e[(i, j)].re, p.e[(i, j)].im]).collect())
+                .collect();
+            std::fs::write(&path, format!("{rows:?}")).expect("write E");
+        }
         println!(
             "COMPLEX N={n} {o:?}: cond {:.2} rel {:.2}% max Re λ {maxre:.3} in {:.1}s",
             p.cond,

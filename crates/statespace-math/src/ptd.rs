@@ -58,6 +58,9 @@ pub struct PtdOptions {
     pub max_rel_norm: Option<f64>,
     /// Weight μ of the stability penalty μ·Σ max(Re λ, 0)² (0 = the paper's objective).
     pub stability: f64,
+    /// If set, the search returns the iterate of lowest cond(V) among those with
+    /// ‖E‖₂ ≤ this · ‖A‖₂ (the trajectory itself is not constrained), instead of the lowest J.
+    pub select_rel_norm: Option<f64>,
 }
 
 /// The conditioning term of the objective.
@@ -83,6 +86,7 @@ impl Default for PtdOptions {
             objective: Objective::Frobenius,
             max_rel_norm: Some(0.045),
             stability: 1.0,
+            select_rel_norm: None,
         }
     }
 }
@@ -612,8 +616,22 @@ pub fn optimize_complex(
                 "PTD objective became non-finite at iteration {it}"
             )));
         }
-        if best.as_ref().is_none_or(|b| j < b.0) {
-            best = Some((j, e.clone()));
+        match opts.select_rel_norm {
+            None => {
+                if best.as_ref().is_none_or(|b| j < b.0) {
+                    best = Some((j, e.clone()));
+                }
+            }
+            Some(r) => {
+                if best.as_ref().is_none_or(|b| cond < b.0) {
+                    let s = e
+                        .singular_values()
+                        .map_err(|err| MathError::Numerical(format!("SVD failed: {err:?}")))?;
+                    if s.iter().fold(0.0f64, |m, x| m.max(*x)) <= r * a_norm {
+                        best = Some((cond, e.clone()));
+                    }
+                }
+            }
         }
         progress(it, cond);
         let t = (it + 1) as f64;

@@ -113,6 +113,7 @@ pub fn step_vs_conv(cfg: &ModelConfig, l: usize, seed: u64) -> (f64, f64) {
         d_input: 2,
         vocab: 0,
         d_output: 3,
+        pair: false,
     };
     let b = 2;
     let mut r = rng(seed);
