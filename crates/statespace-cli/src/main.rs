@@ -695,17 +695,19 @@ fn run_ptd(args: &PtdArgs) -> Result<(), Failure> {
         emit(&format!(
             "{}\n",
             json!({"n": n, "cond_v": p.cond, "rel_norm": p.rel_norm,
-                   "transfer_error_ptd": t.ptd, "transfer_error_s4d_legs": t.s4d})
+                   "transfer_error_ptd": t.ptd, "transfer_error_ptd_complex": t.ptd_complex,
+                   "transfer_error_s4d_legs": t.s4d})
         ))
     } else {
         emit(&format!(
             "PTD LegS N = {n}: cond(V) = {:.2}, ‖E‖₂/‖A‖₂ = {:.2}%\n\
              max over ω ∈ [1e-3, 1e4] of |G − G_LegS| / max|G_LegS| (C ~ N(0,1), seed {}):\n\
-             \tPTD        {:.3e}\n\tS4D-LegS   {:.3e}\n",
+             \tPTD (the layer: real part)   {:.3e}\n\tPTD (complex system)         {:.3e}\n\tS4D-LegS                     {:.3e}\n",
             p.cond,
             100.0 * p.rel_norm,
             args.seed,
             t.ptd,
+            t.ptd_complex,
             t.s4d
         ))
     }

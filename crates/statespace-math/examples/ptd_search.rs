@@ -5,7 +5,7 @@ use statespace_math::ptd::{Objective, PtdOptions};
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let n: usize = a.get(1).map_or(64, |s| s.parse().expect("N"));
-    let mut o = PtdOptions::default();
+    let mut o = PtdOptions::real();
     if let Some(s) = a.get(2) {
         o.lambda = s.parse().expect("LAMBDA");
     }
@@ -35,7 +35,8 @@ fn main() {
     let (m, _) =
         statespace_math::hippo::transition(statespace_math::hippo::Measure::LegS, n).expect("LegS");
     let t = std::time::Instant::now();
-    if a.get(8).is_some_and(|s| s.as_str() == "complex") {
+    o.complex = a.get(8).is_some_and(|s| s.as_str() == "complex");
+    if o.complex {
         let p = statespace_math::ptd::optimize_complex(&m, &o, |it, c| {
             if it % 500 == 0 {
                 eprintln!("{it} cond {c:.2}")
@@ -77,7 +78,10 @@ fn main() {
     let omegas: Vec<f64> = (0..=400)
         .map(|i| 10f64.powf(-3.0 + 7.0 * i as f64 / 400.0))
         .collect();
-    let te = statespace_math::ptd::transfer_errors(&p.e, &e0, &omegas).expect("transfer");
+    let ec = statespace_math::linalg::CMat::from_fn(n, n, |i, j| {
+        statespace_math::C64::new(p.e[(i, j)], 0.0)
+    });
+    let te = statespace_math::ptd::transfer_errors(&ec, &e0, &omegas).expect("transfer");
     println!(
         "N={n} {o:?}: cond {:.2} rel {:.2}% max Re λ {maxre:.3} transfer err (C=e0) ptd {:.3e} s4d {:.3e} in {:.1}s",
         p.cond,

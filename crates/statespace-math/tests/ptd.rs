@@ -4,7 +4,9 @@
 use faer::Mat;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use statespace_math::C64;
 use statespace_math::hippo::{self, Measure};
+use statespace_math::linalg::CMat;
 use statespace_math::linalg::norm2;
 use statespace_math::ptd::{self, Objective, PtdOptions};
 
@@ -45,39 +47,106 @@ fn objective_gradient_matches_finite_differences() {
 }
 
 #[test]
-fn legs64_perturbation_conditions_the_eigenvectors_far_better_than_a_random_one() {
+fn legs64_perturbation_reaches_cond_10_within_5_percent() {
+    // The goal (the paper's shipped file: 9.2 at 3.4 %). The search runs in the test (20,000
+    // Adam steps, a few minutes) unless $STATESPACE_CACHE holds its result.
     let n = 64;
     let (a, b) = hippo::transition(Measure::LegS, n).unwrap();
     let t0 = std::time::Instant::now();
-    let p = ptd::optimize(&a, &PtdOptions::default(), |_, _| {}).unwrap();
+    let cache = std::env::var_os("STATESPACE_CACHE").map(std::path::PathBuf::from);
+    let p = ptd::legs_perturbation(n, &PtdOptions::default(), cache.as_deref(), |_, _| {}).unwrap();
     eprintln!(
-        "PTD LegS N=64: cond(V) = {:.2}, ‖E‖₂/‖A‖₂ = {:.2}% ({:.1} s)",
+        "PTD LegS N=64: cond(V) = {:.3}, ‖E‖₂/‖A‖₂ = {:.3}% ({:.1} s)",
         p.cond,
         100.0 * p.rel_norm,
         t0.elapsed().as_secs_f64()
     );
-    // a random E of the same norm
+    // independent checks of the returned E: its norm by an SVD and cond(V) by a fresh
+    // eigendecomposition of A + E
+    let s = p.e.singular_values().unwrap();
+    let en = s.iter().fold(0.0f64, |m, x| m.max(*x));
+    let rel = en / norm2(&a).unwrap();
+    let ae = CMat::from_fn(n, n, |i, j| p.e[(i, j)] + a[(i, j)]);
+    let cond = ptd::eig_complex(&ae).unwrap().cond;
+    assert!(cond <= 10.0, "cond(V) = {cond}");
+    assert!(rel <= 0.05 * (1.0 + 1e-9), "‖E‖₂/‖A‖₂ = {rel}");
+    // a random complex E of the same norm (the facts sheet: median ≈ 64 at 5 %)
     let mut r = StdRng::seed_from_u64(2);
-    let rnd = Mat::from_fn(n, n, |_, _| r.random_range(-1.0..1.0));
-    let s = p.rel_norm * norm2(&a).unwrap() / norm2(&rnd).unwrap();
-    let ae = Mat::from_fn(n, n, |i, j| a[(i, j)] + s * rnd[(i, j)]);
-    let random_cond = ptd::eig(&ae).unwrap().cond;
-    eprintln!("random real E at the same norm: cond(V) = {random_cond:.1}");
+    let rnd = CMat::from_fn(n, n, |_, _| {
+        C64::new(r.random_range(-1.0..1.0), r.random_range(-1.0..1.0))
+    });
+    let rs = rnd
+        .singular_values()
+        .unwrap()
+        .iter()
+        .fold(0.0f64, |m, x| m.max(*x));
+    let ar = CMat::from_fn(n, n, |i, j| rnd[(i, j)] * (en / rs) + a[(i, j)]);
+    let random_cond = ptd::eig_complex(&ar).unwrap().cond;
+    eprintln!("random complex E at the same norm: cond(V) = {random_cond:.1}");
+    assert!(3.0 * cond < random_cond, "{cond} vs random {random_cond}");
     let unperturbed = ptd::eig(&a).unwrap().cond;
-    eprintln!("unperturbed LegS: cond(V) = {unperturbed:.3e}");
-    let ae = Mat::from_fn(n, n, |i, j| a[(i, j)] + p.e[(i, j)]);
-    let d = ptd::diagonalize(&ae, &b, true).unwrap();
-    eprintln!("kept modes: {}", d.lambda.len());
-    // The goal is cond ≤ 10 at ≤ 5 % (the paper: 9.2 at 3.4 % with a complex E); a real E
-    // reaches 22.7 at 4.5 % here (see the module docs). Guard what is reached:
-    assert!(p.cond <= 25.0, "cond {}", p.cond);
-    assert!(p.rel_norm <= 0.0451, "rel norm {}", p.rel_norm);
-    assert!(
-        2.0 * p.cond < random_cond,
-        "{} vs random {random_cond}",
-        p.cond
-    );
     assert!(unperturbed > 1e8);
+    let d = ptd::diagonalize_complex(&ae, &b, true).unwrap();
+    assert_eq!(d.lambda.len(), n);
+    assert!(d.lambda.iter().all(|l| l.re < 0.0));
+    let omegas: Vec<f64> = (0..=200)
+        .map(|i| 10f64.powf(-3.0 + 7.0 * i as f64 / 200.0))
+        .collect();
+    let mut e0 = vec![0.0; n];
+    e0[0] = 1.0;
+    let t = ptd::transfer_errors(&p.e, &e0, &omegas).unwrap();
+    eprintln!(
+        "transfer error (C = e0): PTD layer {:.3e}, PTD complex {:.3e}, S4D-LegS {:.3e}",
+        t.ptd, t.ptd_complex, t.s4d
+    );
+}
+
+#[test]
+fn complex_diagonalization_realizes_the_real_part_of_the_system() {
+    // All N modes with B̃ halved: the 2·Re layer convention gives ½[G(s) + conj G(s̄)] with
+    // G(s) = C (sI − A − E)⁻¹ B by a dense complex solve.
+    use statespace_math::kernel::DiagonalSystem;
+    use statespace_math::linalg::csolve;
+    let n = 10;
+    let (a, b) = hippo::transition(Measure::LegS, n).unwrap();
+    let mut r = StdRng::seed_from_u64(8);
+    let ae = CMat::from_fn(n, n, |i, j| {
+        C64::new(
+            a[(i, j)] + r.random_range(-0.3..0.3),
+            r.random_range(-0.3..0.3),
+        )
+    });
+    let c: Vec<f64> = (0..n).map(|_| r.random_range(-1.0..1.0)).collect();
+    let d = ptd::diagonalize_complex(&ae, &b, false).unwrap();
+    let sys = DiagonalSystem {
+        lambda: d.lambda.clone(),
+        b: d.b.clone(),
+        c: (0..n)
+            .map(|k| (0..n).map(|i| d.v[(i, k)] * c[i]).sum())
+            .collect(),
+    };
+    let g = |s: C64| -> C64 {
+        let m = CMat::from_fn(
+            n,
+            n,
+            |i, j| if i == j { s } else { C64::new(0.0, 0.0) } - ae[(i, j)],
+        );
+        let rhs = CMat::from_fn(n, 1, |i, _| C64::new(b[i], 0.0));
+        let x = csolve(&m, &rhs);
+        (0..n).map(|i| x[(i, 0)] * c[i]).sum()
+    };
+    let pts: Vec<C64> = [0.0, 0.3, 2.0, 17.0, 150.0]
+        .iter()
+        .map(|w| C64::new(0.0, *w))
+        .collect();
+    let got = sys.transfer(&pts).unwrap();
+    for (s, h) in pts.iter().zip(&got) {
+        let want = (g(*s) + g(s.conj()).conj()) * 0.5;
+        assert!(
+            (h - want).norm() <= 1e-9 * want.norm().max(1.0),
+            "{h} vs {want}"
+        );
+    }
 }
 
 #[test]
@@ -114,7 +183,6 @@ fn diagonalization_realizes_the_perturbed_system_exactly() {
 
 #[test]
 fn complex_objective_gradient_matches_finite_differences() {
-    use statespace_math::linalg::CMat;
     let n = 8;
     let (a, _) = hippo::transition(Measure::LegS, n).unwrap();
     let mut r = StdRng::seed_from_u64(4);
