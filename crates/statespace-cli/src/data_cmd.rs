@@ -11,6 +11,29 @@ pub enum DataCommand {
     /// `Source\tTarget`) by LRA's rules (max depth 10, 2–10 arguments, leaf when U[0,1) > 0.25,
     /// min-length < length < max-length counting tokens without parentheses, no duplicates).
     Listops(ListopsArgs),
+    /// Generate Pathfinder images in the LRA layout (DIR/curv_contour_length_14/imgs/<k>/sample_<i>.png
+    /// and metadata/<k>.npy): two snakes of 6 / 9 / 14 paddles, distractors, circle markers on the
+    /// ends of one snake (label 1) or of both (label 0), each image checked by a flood fill.
+    Pathfinder(PathfinderArgs),
+}
+
+#[derive(Args)]
+pub struct PathfinderArgs {
+    /// Output directory (the difficulty folder is created inside).
+    #[arg(long)]
+    out: PathBuf,
+    /// Image size (32, 64, 128 = Path-X, 256).
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    /// easy | medium | hard (contour length 6 / 9 / 14).
+    #[arg(long, default_value = "hard")]
+    difficulty: String,
+    /// Number of images (LRA: 200,000).
+    #[arg(long, default_value_t = 200_000)]
+    count: usize,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -57,6 +80,29 @@ fn bar(n: usize, what: &str) -> ProgressBar {
 
 pub fn run(cmd: &DataCommand) -> Result<(), String> {
     match cmd {
+        DataCommand::Pathfinder(a) => {
+            use statespace_data::pathfinder::{self, Difficulty};
+            if !(16..=512).contains(&a.size) {
+                return Err(format!("--size {} must be in 16…512", a.size));
+            }
+            let d = Difficulty::parse(&a.difficulty).map_err(|e| format!("--difficulty: {e}"))?;
+            let pb = bar(a.count, "images");
+            pathfinder::generate_dataset(&a.out, a.size, d, a.count, a.seed, |k| {
+                if k % 64 == 0 || k == a.count {
+                    pb.set_position(k as u64)
+                }
+            })
+            .map_err(|e| e.to_string())?;
+            pb.finish_and_clear();
+            println!(
+                "wrote {} {}×{} images to {}",
+                a.count,
+                a.size,
+                a.size,
+                a.out.join(d.dir()).display()
+            );
+            Ok(())
+        }
         DataCommand::Listops(a) => {
             let o = GenOptions {
                 max_depth: a.max_depth,

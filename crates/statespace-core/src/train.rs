@@ -44,6 +44,8 @@ pub enum TaskName {
     Image,
     /// sCIFAR: RGB CIFAR-10 pixel by pixel, 3 channels.
     Scifar,
+    /// LRA Pathfinder / Path-X (the LRA folder layout; `task.resolution`, `task.difficulty`).
+    Pathfinder,
 }
 
 fn d_true() -> bool {
@@ -54,7 +56,7 @@ fn d_true() -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskConfig {
-    /// smnist, sfashion, adding, copying, listops, text, retrieval, image or scifar.
+    /// smnist, sfashion, adding, copying, listops, text, retrieval, image, scifar or pathfinder.
     pub name: TaskName,
     /// Directory of the IDX files (image tasks); `--data` overrides it.
     #[serde(default)]
@@ -84,6 +86,12 @@ pub struct TaskConfig {
     /// Copying: alphabet size including blank and marker.
     #[serde(default)]
     pub alphabet: Option<usize>,
+    /// Pathfinder: image size (32, 64, 128 = Path-X, 256).
+    #[serde(default)]
+    pub resolution: Option<usize>,
+    /// Pathfinder: easy | medium | hard (contour length 6 / 9 / 14).
+    #[serde(default)]
+    pub difficulty: Option<String>,
     /// Normalize image pixels by the training mean and std (true), or only scale to [0, 1].
     #[serde(default = "d_true")]
     pub normalize: bool,
@@ -384,6 +392,25 @@ pub fn build_task(
                     .map_err(e)?,
                 ),
             }
+        }
+        TaskName::Pathfinder => {
+            let dir = data
+                .map(Path::to_path_buf)
+                .or_else(|| cfg.data_dir.clone())
+                .ok_or_else(|| "task.data_dir: Pathfinder reads the LRA layout (curv_contour_length_14/imgs, …/metadata); give --data DIR or task.data_dir (`statespace data pathfinder` generates it)".to_string())?;
+            let diff = statespace_data::pathfinder::Difficulty::parse(
+                cfg.difficulty.as_deref().unwrap_or("hard"),
+            )
+            .map_err(|e| e.to_string())?;
+            Box::new(
+                statespace_data::pathfinder::PathfinderTask::load(
+                    &dir,
+                    cfg.resolution.unwrap_or(32),
+                    diff,
+                    seed,
+                )
+                .map_err(|e| e.to_string())?,
+            )
         }
         TaskName::Copying => Box::new(
             CopyingTask::new(

@@ -32,18 +32,23 @@ pub struct CifarImages {
 
 /// Reads one CIFAR-10 binary file, appending to `out`. Errors name the file and the record.
 pub fn read_batch(path: &Path, out: &mut CifarImages) -> Result<(), DataError> {
-    let file = path.display().to_string();
     let raw = std::fs::read(path).map_err(|e| DataError::File {
-        file: file.clone(),
+        file: path.display().to_string(),
         msg: format!("cannot read: {e}"),
     })?;
+    parse_batch(path, &raw, out)
+}
+
+/// Parses the bytes of a CIFAR-10 binary file, appending to `out`; `path` names it in errors.
+pub fn parse_batch(path: &Path, raw: &[u8], out: &mut CifarImages) -> Result<(), DataError> {
+    let file = path.display().to_string();
     if raw.is_empty() {
         return Err(DataError::File {
             file,
             msg: "empty file (expected records of 1 label byte + 3072 pixel bytes)".into(),
         });
     }
-    if raw.len() % RECORD != 0 {
+    if !raw.len().is_multiple_of(RECORD) {
         return Err(DataError::File {
             file,
             msg: format!(

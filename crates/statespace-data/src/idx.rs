@@ -37,6 +37,11 @@ fn err(path: &Path, msg: impl Into<String>) -> DataError {
 /// Reads a whole file, decompressing gzip (detected by its magic bytes `1f 8b`).
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
     let raw = std::fs::read(path).map_err(|e| err(path, format!("cannot read the file: {e}")))?;
+    decode_maybe_gz(path, raw)
+}
+
+/// Decompresses `raw` if it is a gzip stream (magic `1f 8b`); `path` names it in errors.
+pub fn decode_maybe_gz(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, DataError> {
     if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
         let mut out = Vec::new();
         GzDecoder::new(&raw[..])
@@ -131,8 +136,12 @@ fn body<'a>(
 
 /// Reads an IDX image file (`…-images-idx3-ubyte[.gz]`).
 pub fn read_images(path: &Path) -> Result<IdxImages, DataError> {
-    let bytes = read_maybe_gz(path)?;
-    let d = header(path, &bytes, 3)?;
+    parse_images(path, &read_maybe_gz(path)?)
+}
+
+/// Parses the (decompressed) bytes of an IDX image file; `path` names it in errors.
+pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<IdxImages, DataError> {
+    let d = header(path, bytes, 3)?;
     let (count, rows, cols) = (d[0], d[1], d[2]);
     if rows == 0 || cols == 0 {
         return Err(err(path, format!("image size {rows}×{cols} is empty")));
@@ -141,7 +150,7 @@ pub fn read_images(path: &Path) -> Result<IdxImages, DataError> {
         .checked_mul(rows)
         .and_then(|x| x.checked_mul(cols))
         .ok_or_else(|| err(path, "dimensions overflow"))?;
-    let pixels = body(path, &bytes, 16, total, "pixels")?.to_vec();
+    let pixels = body(path, bytes, 16, total, "pixels")?.to_vec();
     Ok(IdxImages {
         count,
         rows,
@@ -152,9 +161,13 @@ pub fn read_images(path: &Path) -> Result<IdxImages, DataError> {
 
 /// Reads an IDX label file (`…-labels-idx1-ubyte[.gz]`); every label must be `< classes`.
 pub fn read_labels(path: &Path, classes: u8) -> Result<Vec<u8>, DataError> {
-    let bytes = read_maybe_gz(path)?;
-    let d = header(path, &bytes, 1)?;
-    let labels = body(path, &bytes, 8, d[0], "labels")?.to_vec();
+    parse_labels(path, &read_maybe_gz(path)?, classes)
+}
+
+/// Parses the (decompressed) bytes of an IDX label file; `path` names it in errors.
+pub fn parse_labels(path: &Path, bytes: &[u8], classes: u8) -> Result<Vec<u8>, DataError> {
+    let d = header(path, bytes, 1)?;
+    let labels = body(path, bytes, 8, d[0], "labels")?.to_vec();
     if let Some((i, l)) = labels.iter().enumerate().find(|(_, l)| **l >= classes) {
         return Err(err(
             path,

@@ -334,16 +334,20 @@ impl ListOpsSplit {
 
 /// Reads an LRA ListOps TSV file. Errors name the file, the line and the field.
 pub fn read_tsv(path: &Path) -> Result<ListOpsSplit, DataError> {
+    let f = std::fs::File::open(path).map_err(|e| DataError::File {
+        file: path.display().to_string(),
+        msg: format!("cannot open: {e}"),
+    })?;
+    parse_tsv(path, BufReader::new(f))
+}
+
+/// Parses ListOps TSV text from `r`; `path` names it in errors.
+pub fn parse_tsv(path: &Path, mut r: impl BufRead) -> Result<ListOpsSplit, DataError> {
     let file = path.display().to_string();
     let at = |line: usize, msg: String| DataError::File {
         file: format!("{file}:{line}"),
         msg,
     };
-    let f = std::fs::File::open(path).map_err(|e| DataError::File {
-        file: file.clone(),
-        msg: format!("cannot open: {e}"),
-    })?;
-    let mut r = BufReader::new(f);
     let mut s = ListOpsSplit {
         offsets: vec![0],
         file: path.to_path_buf(),

@@ -16,7 +16,8 @@
 //!   ⇒ g_A = V⁻ᴴ (conj(F) ∘ (Vᴴ g_V) + diag(g_λ)) Vᴴ  (dλᵢ = (V⁻¹dA V)ᵢᵢ, g_λ = 2μ max(Re λ, 0));
 //!   complex E: g_E = g_A (∂/∂Re + i ∂/∂Im);  real E: g_E = Re g_A  (+ λ E/‖E‖_F)
 //! optimizer: Adam from E ~ U[0, 0.1)(1 + i), lr 0.3 decayed ×0.98 every 100 steps (the paper's
-//!            StepLR(100, 0.98)), 20,000 steps; the iterate of lowest J is returned
+//!            StepLR(100, 0.98)), 20,000 steps; the iterate of lowest J is returned; while cond(V) > 10
+//!            the search restarts from the next seed (at most 3 times) and the best run is kept
 //! ```
 //!
 //! **E complex (default) or real.** The paper's E is complex: `A + E` then has no conjugate-symmetric
@@ -70,6 +71,11 @@ pub struct PtdOptions {
     /// E complex (the paper's setting; `A + E` has no conjugate symmetry, so all N modes are kept
     /// and the layer realizes the real part) or real (conjugate pairs, N/2 modes, exact).
     pub complex: bool,
+    /// [`legs_perturbation`] restarts the search from the next seed while cond(V) is above this
+    /// (the search is not convex: at N = 64 seed 0 reaches 9.14, seed 1 13.9) …
+    pub target_cond: Option<f64>,
+    /// … at most this many times, and returns the best run.
+    pub max_restarts: usize,
 }
 
 /// The conditioning term of the objective.
@@ -96,6 +102,8 @@ impl Default for PtdOptions {
             stability: 0.0,
             select_rel_norm: None,
             complex: true,
+            target_cond: Some(10.0),
+            max_restarts: 3,
         }
     }
 }
@@ -110,6 +118,7 @@ impl PtdOptions {
             max_rel_norm: Some(0.045),
             stability: 1.0,
             complex: false,
+            target_cond: None,
             ..Self::default()
         }
     }
@@ -545,7 +554,7 @@ pub fn legs_perturbation(
 ) -> Result<ComplexPerturbation> {
     let (a, _) = hippo::transition(Measure::LegS, n)?;
     let name = format!(
-        "ptd-legs-n{n}-{}-lam{:e}-lr{:e}-it{}-seed{}-{:?}-max{:?}-decay{}x{:e}-stab{:e}-sel{:?}.txt",
+        "ptd-legs-n{n}-{}-lam{:e}-lr{:e}-it{}-seed{}-{:?}-max{:?}-decay{}x{:e}-stab{:e}-sel{:?}-target{:?}x{}.txt",
         if opts.complex { "complex" } else { "real" },
         opts.lambda,
         opts.lr,
@@ -556,7 +565,9 @@ pub fn legs_perturbation(
         opts.decay_every,
         opts.decay,
         opts.stability,
-        opts.select_rel_norm
+        opts.select_rel_norm,
+        opts.target_cond,
+        opts.max_restarts
     );
     if let Some(dir) = cache_dir {
         let path = dir.join(&name);
@@ -578,16 +589,35 @@ pub fn legs_perturbation(
             });
         }
     }
-    let p = if opts.complex {
-        optimize_complex(&a, opts, progress)?
-    } else {
-        let r = optimize(&a, opts, progress)?;
-        ComplexPerturbation {
-            e: CMat::from_fn(n, n, |i, j| C64::new(r.e[(i, j)], 0.0)),
-            cond: r.cond,
-            rel_norm: r.rel_norm,
+    let mut progress = progress;
+    let mut best: Option<ComplexPerturbation> = None;
+    for restart in 0..=opts.max_restarts {
+        let o = PtdOptions {
+            seed: opts.seed.wrapping_add(restart as u64),
+            ..opts.clone()
+        };
+        let offset = restart * opts.iters;
+        let p = if opts.complex {
+            optimize_complex(&a, &o, |it, c| progress(offset + it, c))?
+        } else {
+            let r = optimize(&a, &o, |it, c| progress(offset + it, c))?;
+            ComplexPerturbation {
+                e: CMat::from_fn(n, n, |i, j| C64::new(r.e[(i, j)], 0.0)),
+                cond: r.cond,
+                rel_norm: r.rel_norm,
+            }
+        };
+        if best.as_ref().is_none_or(|b| p.cond < b.cond) {
+            best = Some(p);
         }
-    };
+        let reached = best
+            .as_ref()
+            .is_some_and(|b| opts.target_cond.is_none_or(|t| b.cond <= t));
+        if reached {
+            break;
+        }
+    }
+    let p = best.expect("at least one run");
     if let Some(dir) = cache_dir {
         let mut text = format!(
             "# statespace PTD perturbation of LegS, N = {n}, row-major (re im) pairs\n{n}\n"
