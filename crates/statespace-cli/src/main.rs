@@ -4,6 +4,7 @@
 //! computation itself.
 
 mod data_cmd;
+mod lra_cmd;
 mod plot;
 mod ssm_file;
 mod train_cmd;
@@ -54,6 +55,9 @@ enum Command {
     /// Run (or load from the cache) the PTD perturbation of LegS for state size N and report cond(V),
     /// ‖E‖/‖A‖ and the transfer-function error against LegS next to S4D-LegS's.
     Ptd(PtdArgs),
+    /// Train a Long Range Arena task with a model kind and the papers' hyperparameters
+    /// (configs/lra/<task>-<model>.toml, built in) and report its test accuracy next to the published one.
+    Lra(lra_cmd::LraArgs),
     /// Generate benchmark datasets in their standard layouts (ListOps TSV files, …).
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
@@ -254,6 +258,7 @@ fn main() -> ExitCode {
         Command::Robustness(a) => run_robustness(&a),
         Command::Ptd(a) => run_ptd(&a),
         Command::Data(c) => data_cmd::run(&c).map_err(Failure::Input),
+        Command::Lra(a) => lra_cmd::run(&a).map_err(Failure::Input),
         Command::Train(a) => train_cmd::train(
             a.config.as_deref(),
             a.resume.as_deref(),

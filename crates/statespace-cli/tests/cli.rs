@@ -736,3 +736,100 @@ fn a_run_stopped_before_its_first_validation_still_reports_a_test_score() {
     assert!(stdout(&o).contains("test accuracy"), "{}", stdout(&o));
     assert!(out.join("best.safetensors").exists());
 }
+
+#[test]
+fn data_generators_and_lra_run_end_to_end() {
+    let dir = tmpdir();
+    let lo = dir.path().join("listops");
+    let o = run(&[
+        "data",
+        "listops",
+        "--out",
+        lo.to_str().unwrap(),
+        "--min-length",
+        "5",
+        "--max-length",
+        "40",
+        "--train",
+        "64",
+        "--val",
+        "16",
+        "--test",
+        "16",
+        "--seed",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("root-operator baseline"));
+    let text = std::fs::read_to_string(lo.join("basic_train.tsv")).unwrap();
+    assert!(text.starts_with("Source\tTarget\n"));
+    assert_eq!(text.lines().count(), 65);
+    // the LRA ListOps × S4D config, shrunk to run in a second
+    let out = dir.path().join("run");
+    let o = run(&[
+        "lra",
+        "--task",
+        "listops",
+        "--model",
+        "s4d",
+        "--data",
+        lo.to_str().unwrap(),
+        "--limit-steps",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--set",
+        "model.d_model=8",
+        "--set",
+        "model.n_layers=1",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "task.seq_len=40",
+        "--set",
+        "train.warmup_steps=1",
+        "--set",
+        "train.threads=1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(
+        s.contains("LRA listops × s4d: test accuracy") && s.contains("published 60.47%"),
+        "{s}"
+    );
+    assert!(out.join("best.safetensors").exists());
+    // unknown pairs are named
+    let o = run(&["lra", "--task", "listops", "--model", "mamba"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no LRA config for --task listops --model mamba"));
+    // pathfinder generator writes the LRA layout that the task reads
+    let pf = dir.path().join("pf");
+    let o = run(&[
+        "data",
+        "pathfinder",
+        "--out",
+        pf.to_str().unwrap(),
+        "--count",
+        "20",
+        "--size",
+        "32",
+        "--difficulty",
+        "medium",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        pf.join("curv_contour_length_9/imgs/0/sample_19.png")
+            .exists()
+    );
+    let o = run(&[
+        "data",
+        "pathfinder",
+        "--out",
+        pf.to_str().unwrap(),
+        "--difficulty",
+        "extreme",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--difficulty") && stderr(&o).contains("extreme"));
+}
