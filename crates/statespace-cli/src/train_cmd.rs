@@ -10,16 +10,25 @@ A run is configured by one TOML file with three sections (every field has a defa
 task.name; `--set section.key=value` overrides any field):
 
 [task]
-  name          smnist | sfashion | adding | copying
-  data_dir      directory of the IDX files (train-images-idx3-ubyte[.gz], …) for smnist/sfashion;
-                --data DIR overrides it
+  name          smnist | sfashion | adding | copying                (MNIST IDX files / generated)
+                listops | text | retrieval | image | scifar | pathfinder   (Long Range Arena files)
+                selective_copying | associative_recall | mqar | induction_heads   (generated)
+  data_dir      the task's files; --data DIR overrides it: IDX files (train-images-idx3-ubyte[.gz], …);
+                ListOps basic_{train,val,test}.tsv; the aclImdb folder; new_aan_pairs.{train,eval,test}.tsv;
+                CIFAR-10 data_batch_1.bin … test_batch.bin; Pathfinder's curv_*/{imgs,metadata}
   permute       fixed random pixel order (psMNIST)                                  [false]
-  val_size      validation examples (images: held out of the 60k training images) [10000 | 1000]
+  val_size      validation examples (images: held out of the training files; text: 0 = use test)
+                                                                            [10000 | 5000 | 0 | 1000]
   normalize     standardize pixels by the training mean and std                     [true]
   train_size, test_size   examples of the generated tasks                          [20000, 1000]
-  seq_len       adding problem: T                                                   [1000]
+  seq_len       adding: T [1000]; listops/text/retrieval: longest sequence (longer ones are cut)
+                [longest | 4096 | 4000]; selective_copying: noise span [200]; mqar, induction_heads:
+                length [256]
   copy_tokens, blanks, alphabet   copying: M symbols, blank steps, alphabet incl. blank and marker
-                                                                                    [10, 200, 10]
+                                  [10, 200, 10]; selective_copying [16, -, 18]; induction_heads alphabet [16]
+  pairs, keys, values   associative_recall [20, 64, 64]; mqar [16, 64, 64]
+  resolution, difficulty  pathfinder: 32 | 64 | 128 (Path-X) | 256, easy | medium | hard   [32, hard]
+  noise_pad     image tasks: append this many steps of U[0,1) noise (HOPE)           [0]
 [model]
   kind          s4d | s4 | s4-ptd | s5 | s5-ptd | sgconv | hope                    [s4d]
   d_model       width H                                                            [128]
@@ -52,6 +61,8 @@ task.name; `--set section.key=value` overrides any field):
   seed, threads           reproducible for a fixed thread count (0: all cores)     [0, 2]
   checkpoint_every, log_every   steps between last.safetensors / metric lines      [200, 20]
   max_steps               stop early (the schedule still spans all epochs)
+  length_buckets          variable-length tasks: sort runs of this many batches by length (0: off)
+                          [0]; batches are always cut to their longest sequence
   eval_batch_size, beta1, beta2, eps                                               [200, 0.9, 0.999, 1e-8]
 
 A run directory holds config.toml, metrics.jsonl, best.safetensors, last.safetensors and curves.png.

@@ -46,6 +46,17 @@ pub enum TaskName {
     Scifar,
     /// LRA Pathfinder / Path-X (the LRA folder layout; `task.resolution`, `task.difficulty`).
     Pathfinder,
+    /// Selective copying (generated): `seq_len` noise steps, `copy_tokens` symbols, `alphabet`.
+    #[serde(rename = "selective_copying")]
+    SelectiveCopying,
+    /// Associative recall (generated): `pairs`, `keys`, `values`.
+    #[serde(rename = "associative_recall")]
+    AssociativeRecall,
+    /// Multi-query associative recall (generated): `pairs`, `seq_len`, `keys`, `values`.
+    Mqar,
+    /// Induction heads (generated): `seq_len`, `alphabet`.
+    #[serde(rename = "induction_heads")]
+    InductionHeads,
 }
 
 fn d_true() -> bool {
@@ -86,6 +97,18 @@ pub struct TaskConfig {
     /// Copying: alphabet size including blank and marker.
     #[serde(default)]
     pub alphabet: Option<usize>,
+    /// Associative recall / MQAR: key–value pairs.
+    #[serde(default)]
+    pub pairs: Option<usize>,
+    /// Associative recall / MQAR: key vocabulary.
+    #[serde(default)]
+    pub keys: Option<usize>,
+    /// Associative recall / MQAR: value vocabulary.
+    #[serde(default)]
+    pub values: Option<usize>,
+    /// Image tasks: append this many steps of U[0,1) noise (HOPE's noise-padded sequences).
+    #[serde(default)]
+    pub noise_pad: Option<usize>,
     /// Pathfinder: image size (32, 64, 128 = Path-X, 256).
     #[serde(default)]
     pub resolution: Option<usize>,
@@ -318,7 +341,49 @@ pub fn build_task(
             cfg.test_size.unwrap_or(1000),
         ]
     };
+    let task = build_base_task(cfg, data, seed, gen_sizes())?;
+    match cfg.noise_pad {
+        Some(p) if p > 0 => Ok(Box::new(
+            statespace_data::memory::NoisePadded::new(task, p, seed).map_err(|e| e.to_string())?,
+        )),
+        _ => Ok(task),
+    }
+}
+
+fn build_base_task(
+    cfg: &TaskConfig,
+    data: Option<&Path>,
+    seed: u64,
+    sizes: [usize; 3],
+) -> Result<Box<dyn SeqTask>, String> {
+    use statespace_data::memory::{MemoryKind, MemoryTask};
+    let gen_sizes = || sizes;
+    let memory = |k: MemoryKind| -> Result<Box<dyn SeqTask>, String> {
+        Ok(Box::new(
+            MemoryTask::new(k, sizes, seed).map_err(|e| e.to_string())?,
+        ))
+    };
     Ok(match cfg.name {
+        TaskName::SelectiveCopying => memory(MemoryKind::SelectiveCopying {
+            span: cfg.seq_len.unwrap_or(200),
+            tokens: cfg.copy_tokens.unwrap_or(16),
+            alphabet: cfg.alphabet.unwrap_or(18),
+        })?,
+        TaskName::AssociativeRecall => memory(MemoryKind::AssociativeRecall {
+            pairs: cfg.pairs.unwrap_or(20),
+            keys: cfg.keys.unwrap_or(64),
+            values: cfg.values.unwrap_or(64),
+        })?,
+        TaskName::Mqar => memory(MemoryKind::Mqar {
+            pairs: cfg.pairs.unwrap_or(16),
+            len: cfg.seq_len.unwrap_or(256),
+            keys: cfg.keys.unwrap_or(64),
+            values: cfg.values.unwrap_or(64),
+        })?,
+        TaskName::InductionHeads => memory(MemoryKind::InductionHeads {
+            len: cfg.seq_len.unwrap_or(256),
+            vocab: cfg.alphabet.unwrap_or(16),
+        })?,
         TaskName::Smnist | TaskName::Sfashion => {
             let dir = data
                 .map(Path::to_path_buf)

@@ -9,6 +9,7 @@
 pub mod cifar;
 pub mod idx;
 pub mod listops;
+pub mod memory;
 pub mod pathfinder;
 pub mod tasks;
 pub mod text;

@@ -170,7 +170,7 @@ pub trait SeqTask: Send + Sync {
     }
 }
 
-fn example_rng(seed: u64, split: Split, index: usize) -> StdRng {
+pub(crate) fn example_rng(seed: u64, split: Split, index: usize) -> StdRng {
     let mut z = seed ^ split.salt() ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
