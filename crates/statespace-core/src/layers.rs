@@ -293,6 +293,11 @@ pub struct LayerNorm<T> {
 }
 
 impl<T: Float> LayerNorm<T> {
+    /// The ε added to the variance.
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
     /// Registers `name.weight` (ones) and `name.bias` (zeros).
     pub fn new(store: &mut ParamStore<T>, name: &str, c: usize) -> Self {
         let (gamma, beta) = affine(store, name, c);
@@ -441,6 +446,11 @@ pub struct BatchNorm<T> {
 }
 
 impl<T: Float> BatchNorm<T> {
+    /// The ε added to the variance.
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
     /// Restricts the next forwards' statistics to the first `lengths[b]` positions of element `b`
     /// (empty: every position).
     pub fn set_lengths(&mut self, lengths: &[usize]) {

@@ -13,7 +13,8 @@
 //! - [`params`]: the named parameter store;
 //! - [`optim`]: AdamW with parameter groups, schedules, clipping;
 //! - [`checkpoint`]: safetensors checkpoints, written atomically;
-//! - [`train`]: run configs, the training loop, evaluation, resume.
+//! - [`train`]: run configs, the training loop, evaluation, resume;
+//! - [`stream`]: lean streaming inference (no allocation per step, prompt prefill).
 
 pub mod checkpoint;
 pub mod fftconv;
@@ -29,6 +30,7 @@ pub mod s4;
 pub mod s4d;
 pub mod s5;
 pub mod sgconv;
+pub mod stream;
 pub mod train;
 
 pub use float::Float;

@@ -320,7 +320,7 @@ pub enum Input<'a, T> {
 }
 
 #[derive(Debug)]
-enum Norm<T> {
+pub(crate) enum Norm<T> {
     Layer(LayerNorm<T>),
     Batch(BatchNorm<T>),
 }
@@ -403,33 +403,33 @@ pub struct InputNoise {
 pub struct SsmLayer<T: Float> {
     /// The sequence map: a convolution kernel, or S5's MIMO scan.
     pub mixer: Mixer<T>,
-    noise: Option<InputNoise>,
+    pub(crate) noise: Option<InputNoise>,
     /// `log_dt` of the mixer: per channel (`true`) or per state (S5, `false`).
-    dt_param: Option<(ParamId, bool)>,
+    pub(crate) dt_param: Option<(ParamId, bool)>,
     /// Skip gain `D [H]`.
     pub d: ParamId,
-    h: usize,
-    conv: Option<FftConv<T>>,
-    gelu: Gelu<T>,
-    dropout: Dropout<T>,
-    out: Linear<T>,
-    glu: Option<Glu<T>>,
-    u: Vec<T>,
-    k: Vec<T>,
-    kfull: Vec<T>,
-    c: Vec<T>,
-    a: Vec<T>,
-    dr: Vec<T>,
-    o: Vec<T>,
-    g1: Vec<T>,
-    g2: Vec<T>,
-    du: Vec<T>,
-    dkfull: Vec<T>,
-    dk: Vec<T>,
-    dims: (usize, usize),
+    pub(crate) h: usize,
+    pub(crate) conv: Option<FftConv<T>>,
+    pub(crate) gelu: Gelu<T>,
+    pub(crate) dropout: Dropout<T>,
+    pub(crate) out: Linear<T>,
+    pub(crate) glu: Option<Glu<T>>,
+    pub(crate) u: Vec<T>,
+    pub(crate) k: Vec<T>,
+    pub(crate) kfull: Vec<T>,
+    pub(crate) c: Vec<T>,
+    pub(crate) a: Vec<T>,
+    pub(crate) dr: Vec<T>,
+    pub(crate) o: Vec<T>,
+    pub(crate) g1: Vec<T>,
+    pub(crate) g2: Vec<T>,
+    pub(crate) du: Vec<T>,
+    pub(crate) dkfull: Vec<T>,
+    pub(crate) dk: Vec<T>,
+    pub(crate) dims: (usize, usize),
     /// Valid length of each batch element (empty: all): the input is zeroed beyond it, so neither
     /// direction of the sequence map sees the padding.
-    lengths: Vec<usize>,
+    pub(crate) lengths: Vec<usize>,
 }
 
 impl<T: Float> SsmLayer<T> {
@@ -780,19 +780,19 @@ fn normal(rng: &mut impl Rng) -> f64 {
 }
 
 #[derive(Debug)]
-struct Block<T: Float> {
-    norm: Norm<T>,
-    ssm: SsmLayer<T>,
-    prenorm: bool,
-    x: Vec<T>,
-    z: Vec<T>,
-    s: Vec<T>,
-    g: Vec<T>,
-    g2: Vec<T>,
+pub(crate) struct Block<T: Float> {
+    pub(crate) norm: Norm<T>,
+    pub(crate) ssm: SsmLayer<T>,
+    pub(crate) prenorm: bool,
+    pub(crate) x: Vec<T>,
+    pub(crate) z: Vec<T>,
+    pub(crate) s: Vec<T>,
+    pub(crate) g: Vec<T>,
+    pub(crate) g2: Vec<T>,
 }
 
 #[derive(Debug)]
-enum Encoder<T: Float> {
+pub(crate) enum Encoder<T: Float> {
     Linear(Linear<T>),
     Embedding(Embedding),
 }
@@ -806,23 +806,23 @@ pub struct Model<T: Float> {
     pub io: IoShape,
     /// All parameters.
     pub store: ParamStore<T>,
-    encoder: Encoder<T>,
-    blocks: Vec<Block<T>>,
-    final_norm: Option<Norm<T>>,
-    decoder: Linear<T>,
+    pub(crate) encoder: Encoder<T>,
+    pub(crate) blocks: Vec<Block<T>>,
+    pub(crate) final_norm: Option<Norm<T>>,
+    pub(crate) decoder: Linear<T>,
     /// Two-tower head (`io.pair`): `decoder.hidden` (4H → H), GELU, then `decoder` (H → out).
-    pair_head: Option<(Linear<T>, Gelu<T>)>,
-    acts: Vec<Vec<T>>,
-    fnorm_out: Vec<T>,
-    pooled: Vec<T>,
-    feats4: Vec<T>,
-    hid: Vec<T>,
-    hid_act: Vec<T>,
-    out: Vec<T>,
-    grad_a: Vec<T>,
-    grad_b: Vec<T>,
-    dims: (usize, usize),
-    lengths: Vec<usize>,
+    pub(crate) pair_head: Option<(Linear<T>, Gelu<T>)>,
+    pub(crate) acts: Vec<Vec<T>>,
+    pub(crate) fnorm_out: Vec<T>,
+    pub(crate) pooled: Vec<T>,
+    pub(crate) feats4: Vec<T>,
+    pub(crate) hid: Vec<T>,
+    pub(crate) hid_act: Vec<T>,
+    pub(crate) out: Vec<T>,
+    pub(crate) grad_a: Vec<T>,
+    pub(crate) grad_b: Vec<T>,
+    pub(crate) dims: (usize, usize),
+    pub(crate) lengths: Vec<usize>,
 }
 
 impl<T: Float> Model<T> {
@@ -1163,110 +1163,19 @@ impl<T: Float> Model<T> {
         out
     }
 
-    /// A fresh recurrent state for `batch` streams (an error for bidirectional models).
+    /// A fresh recurrent state for `batch` streams (an error for bidirectional models); the same
+    /// as [`Model::stream`].
     pub fn stream_state(&self, batch: usize) -> Result<StreamState<T>, String> {
-        if self.io.pair {
-            return Err(
-                "a two-tower (pair) model classifies whole documents: it has no step mode".into(),
-            );
-        }
-        let steppers = self
-            .blocks
-            .iter()
-            .map(|b| b.ssm.mixer.stepper(&self.store))
-            .collect::<Result<Vec<_>, _>>()?;
-        let states = steppers
-            .iter()
-            .map(|s| vec![T::zero(); batch * s.state_len()])
-            .collect();
-        Ok(StreamState {
-            steppers,
-            states,
-            batch,
-            t: 0,
-            mean: vec![T::zero(); batch * self.cfg.d_model],
-        })
+        self.stream(batch)
     }
 
     /// One time step for every stream: `x [B, d_in]` (or tokens `[B]`) → output `[B, d_out]`, the
     /// decoder's output as if the sequence ended here (with mean pooling: over the steps so far).
+    /// A copy of [`Model::stream_step`]'s output.
     pub fn step(&mut self, st: &mut StreamState<T>, input: Input<'_, T>) -> Vec<T> {
-        let h = self.cfg.d_model;
-        let batch = st.batch;
-        let mut x = Vec::new();
-        match (&mut self.encoder, input) {
-            (Encoder::Linear(lin), Input::Real(v)) => lin.forward(&self.store, v, batch, 1, &mut x),
-            (Encoder::Embedding(e), Input::Tokens(t)) => {
-                e.forward(&self.store, t, batch, 1, &mut x)
-            }
-            _ => panic!("input kind does not match the model's encoder"),
-        }
-        let mut z = Vec::new();
-        let mut s = Vec::new();
-        for (i, blk) in self.blocks.iter_mut().enumerate() {
-            let stepper = &st.steppers[i];
-            let sl = stepper.state_len();
-            let layer_in: Vec<T> = if blk.prenorm {
-                blk.norm.forward(&self.store, &x, batch, 1, false, &mut z);
-                z.clone()
-            } else {
-                x.clone()
-            };
-            let mut c = vec![T::zero(); batch * h];
-            for b in 0..batch {
-                stepper.step(
-                    &mut st.states[i][b * sl..(b + 1) * sl],
-                    &layer_in[b * h..(b + 1) * h],
-                    &mut c[b * h..(b + 1) * h],
-                );
-            }
-            let d = self.store.value(blk.ssm.d);
-            for (j, cv) in c.iter_mut().enumerate() {
-                *cv += d[j % h] * layer_in[j];
-            }
-            let mut a = Vec::new();
-            let mut gelu = Gelu::new();
-            gelu.forward(&c, &mut a);
-            if let Some(_glu) = &blk.ssm.glu {
-                let mut o = Vec::new();
-                blk.ssm.out.apply(&self.store, &a, batch, 1, &mut o);
-                let mut g = Glu::new();
-                g.forward(&o, batch, h, 1, &mut s);
-            } else {
-                blk.ssm.out.apply(&self.store, &a, batch, 1, &mut s);
-            }
-            if blk.prenorm {
-                x.iter_mut().zip(&s).for_each(|(a, b)| *a += *b);
-            } else {
-                let r: Vec<T> = x.iter().zip(&s).map(|(a, b)| *a + *b).collect();
-                blk.norm.forward(&self.store, &r, batch, 1, false, &mut x);
-            }
-        }
-        let mut feats = x;
-        if let Some(f) = &mut self.final_norm {
-            let mut y = Vec::new();
-            f.forward(&self.store, &feats, batch, 1, false, &mut y);
-            feats = y;
-        }
-        st.t += 1;
-        if self.cfg.pool == Pool::Mean {
-            let w = T::of(1.0 / st.t as f64);
-            for (m, f) in st.mean.iter_mut().zip(&feats) {
-                *m += (*f - *m) * w;
-            }
-            feats = st.mean.clone();
-        }
-        let mut out = Vec::new();
-        self.decoder.apply(&self.store, &feats, batch, 1, &mut out);
-        out
+        self.stream_step(st, input).to_vec()
     }
 }
 
-/// The recurrent state of a model for `batch` streams.
-pub struct StreamState<T: Float> {
-    steppers: Vec<Box<dyn Stepper<T>>>,
-    states: Vec<Vec<T>>,
-    batch: usize,
-    t: usize,
-    mean: Vec<T>,
-}
+/// The recurrent state of a model for `batch` streams (see [`crate::stream`]).
+pub type StreamState<T> = crate::stream::Stream<T>;

@@ -773,15 +773,16 @@ pub struct LinearStepper<T> {
 
 impl<T: Float> Stepper<T> for LinearStepper<T> {
     fn state_len(&self) -> usize {
-        2 * self.ch.len() * self.m
+        // the state [H, M] complex, then scratch: q [r], v [M] complex (no allocation per step)
+        2 * self.ch.len() * self.m + self.r + 2 * self.m
     }
 
     fn step(&self, state: &mut [T], u: &[T], y: &mut [T]) {
         let (m, r) = (self.m, self.r);
         let zero = Cx::new(T::zero(), T::zero());
         let two = T::of(2.0);
-        let mut q = vec![T::zero(); r];
-        let mut v = vec![zero; m];
+        let (state, scratch) = state.split_at_mut(2 * self.ch.len() * m);
+        let (q, vs) = scratch.split_at_mut(r);
         for (hh, c) in self.ch.iter().enumerate() {
             let st = &mut state[2 * hh * m..2 * (hh + 1) * m];
             // P*x over the full (conjugate-symmetric) state: 2·Re Σ p̄ x — real
@@ -800,13 +801,16 @@ impl<T: Float> Stepper<T> for LinearStepper<T> {
                 for j in 0..r {
                     ax -= c.p[j][n] * q[j];
                 }
-                v[n] = x + ax * c.half_dt + c.b[n] * u[hh];
+                let vn = x + ax * c.half_dt + c.b[n] * u[hh];
+                vs[2 * n] = vn.re;
+                vs[2 * n + 1] = vn.im;
             }
             // x = (I − Δ/2·A)⁻¹ v = E v − E P W⁻¹ P* E v
             for (j, qj) in q.iter_mut().enumerate() {
                 let mut s = T::zero();
                 for n in 0..m {
-                    s += (c.p[j][n].conj() * c.e[n] * v[n]).re;
+                    let vn = Cx::new(vs[2 * n], vs[2 * n + 1]);
+                    s += (c.p[j][n].conj() * c.e[n] * vn).re;
                 }
                 *qj = two * s;
             }
@@ -820,7 +824,7 @@ impl<T: Float> Stepper<T> for LinearStepper<T> {
                     }
                     corr += c.p[j][n] * wq;
                 }
-                let x = c.e[n] * (v[n] - corr);
+                let x = c.e[n] * (Cx::new(vs[2 * n], vs[2 * n + 1]) - corr);
                 st[2 * n] = x.re;
                 st[2 * n + 1] = x.im;
                 acc += (c.c[n] * x).re;
@@ -842,28 +846,30 @@ pub struct DenseStepper<T> {
 
 impl<T: Float> Stepper<T> for DenseStepper<T> {
     fn state_len(&self) -> usize {
-        2 * self.h * self.n
+        // the state [H, N] complex, then scratch for the next state [N] complex
+        2 * self.h * self.n + 2 * self.n
     }
 
     fn step(&self, state: &mut [T], u: &[T], y: &mut [T]) {
         let n = self.n;
-        let zero = Cx::new(T::zero(), T::zero());
-        let mut next = vec![zero; n];
+        let (state, next) = state.split_at_mut(2 * self.h * n);
         for hh in 0..self.h {
             let st = &mut state[2 * hh * n..2 * (hh + 1) * n];
             let a = &self.abar[hh * n * n..(hh + 1) * n * n];
-            for (i, nx) in next.iter_mut().enumerate() {
+            for i in 0..n {
                 let mut s = self.bbar[hh * n + i] * u[hh];
                 for j in 0..n {
                     s += a[i * n + j] * Cx::new(st[2 * j], st[2 * j + 1]);
                 }
-                *nx = s;
+                next[2 * i] = s.re;
+                next[2 * i + 1] = s.im;
             }
             let mut acc = T::zero();
-            for (i, x) in next.iter().enumerate() {
+            for i in 0..n {
+                let x = Cx::new(next[2 * i], next[2 * i + 1]);
                 st[2 * i] = x.re;
                 st[2 * i + 1] = x.im;
-                acc += (self.c[hh * n + i] * *x).re;
+                acc += (self.c[hh * n + i] * x).re;
             }
             y[hh] = acc;
         }
