@@ -833,3 +833,97 @@ fn data_generators_and_lra_run_end_to_end() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--difficulty") && stderr(&o).contains("extreme"));
 }
+
+#[test]
+fn stream_reads_stdin_and_matches_the_convolution_mode() {
+    use std::io::Write;
+    let dir = tmpdir();
+    let cfg = write(
+        dir.path(),
+        "adding.toml",
+        "[task]\nname = \"adding\"\nseq_len = 20\ntrain_size = 64\nval_size = 16\ntest_size = 16\n\
+         [model]\nd_model = 8\nn_layers = 2\nd_state = 8\npool = \"mean\"\n\
+         [train]\nepochs = 1\nbatch_size = 16\nthreads = 1\n",
+    );
+    let run_dir = dir.path().join("run");
+    let o = run(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // 20 steps of 2 inputs
+    let xs: Vec<[f32; 2]> = (0..20)
+        .map(|t| {
+            [
+                ((t * 7) % 10) as f32 / 10.0,
+                if t == 3 || t == 14 { 1.0 } else { 0.0 },
+            ]
+        })
+        .collect();
+    let input: String = xs
+        .iter()
+        .map(|x| format!("{} {}\n\n", x[0], x[1]))
+        .collect();
+    let mut child = bin()
+        .args(["stream", "--checkpoint", run_dir.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<f64> = stdout(&o)
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        20,
+        "one output per input line (blank lines skipped)"
+    );
+    // the convolution mode over the same sequence, through the library
+    let (_, mut model, _) = statespace_core::train::load_model(&run_dir, None).unwrap();
+    let mut x = vec![0f32; 2 * 20];
+    for (t, v) in xs.iter().enumerate() {
+        x[t] = v[0];
+        x[20 + t] = v[1];
+    }
+    let y = model.forward(statespace_core::model::Input::Real(&x), 1, 20, false, 0)[0] as f64;
+    assert!(
+        (lines[19] - y).abs() <= 1e-4 * y.abs().max(1e-3),
+        "{} vs {y}",
+        lines[19]
+    );
+    // malformed input lines are named
+    let mut child = bin()
+        .args(["stream", "--checkpoint", run_dir.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"0.1 0\n0.2 x\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("stdin line 2: field 2: \"x\""),
+        "{}",
+        stderr(&o)
+    );
+}
