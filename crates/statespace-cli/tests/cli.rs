@@ -855,7 +855,18 @@ fn stream_reads_stdin_and_matches_the_convolution_mode() {
         "--quiet",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    // 20 steps of 2 inputs
+    let stream = |input: &[u8]| {
+        let mut child = bin()
+            .args(["stream", "--checkpoint", run_dir.to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // 20 steps of 2 inputs (blank lines are skipped)
     let xs: Vec<[f32; 2]> = (0..20)
         .map(|t| {
             [
@@ -868,30 +879,13 @@ fn stream_reads_stdin_and_matches_the_convolution_mode() {
         .iter()
         .map(|x| format!("{} {}\n\n", x[0], x[1]))
         .collect();
-    let mut child = bin()
-        .args(["stream", "--checkpoint", run_dir.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = stream(input.as_bytes());
     assert!(o.status.success(), "{}", stderr(&o));
     let lines: Vec<f64> = stdout(&o)
         .lines()
         .map(|l| l.trim().parse().unwrap())
         .collect();
-    assert_eq!(
-        lines.len(),
-        20,
-        "one output per input line (blank lines skipped)"
-    );
+    assert_eq!(lines.len(), 20, "one output per input line");
     // the convolution mode over the same sequence, through the library
     let (_, mut model, _) = statespace_core::train::load_model(&run_dir, None).unwrap();
     let mut x = vec![0f32; 2 * 20];
@@ -906,20 +900,7 @@ fn stream_reads_stdin_and_matches_the_convolution_mode() {
         lines[19]
     );
     // malformed input lines are named
-    let mut child = bin()
-        .args(["stream", "--checkpoint", run_dir.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"0.1 0\n0.2 x\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = stream(b"0.1 0\n0.2 x\n");
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("stdin line 2: field 2: \"x\""),

@@ -60,17 +60,6 @@ fn s4_kernel_gradients() {
     s4_check(DplrInit::Fout, true, 2, 32);
 }
 
-fn max_abs(v: &[f64]) -> f64 {
-    v.iter().fold(0.0f64, |m, x| m.max(x.abs()))
-}
-
-fn max_diff(a: &[f64], b: &[f64]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
-}
-
 #[test]
 fn s4_kernel_equals_the_krylov_kernel_of_the_recovered_c() {
     // The engine's DPLR kernel (from C̃) equals the math core's Cauchy kernel and the dense Krylov

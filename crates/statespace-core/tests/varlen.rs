@@ -39,17 +39,6 @@ fn tokens_io(pair: bool) -> IoShape {
     }
 }
 
-fn max_abs(v: &[f64]) -> f64 {
-    v.iter().fold(0.0f64, |m, x| m.max(x.abs()))
-}
-
-fn max_diff(a: &[f64], b: &[f64]) -> f64 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
-}
-
 /// The sequences of example `b` (one, or two for pair tasks) cut to their valid lengths.
 fn alone(tok: &[u32], lens: &[usize], l: usize, rows: &[usize]) -> (Vec<u32>, usize) {
     let n = rows.iter().map(|&r| lens[r]).max().unwrap();

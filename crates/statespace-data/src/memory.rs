@@ -178,12 +178,7 @@ impl MemoryTask {
                 keys,
                 values,
             } => {
-                let mut ks: Vec<u32> = (1..=keys as u32).collect();
-                ks.shuffle(&mut r);
-                for k in 0..pairs {
-                    x[2 * k] = ks[k];
-                    x[2 * k + 1] = 1 + keys as u32 + r.random_range(0..values as u32);
-                }
+                let ks = kv_pairs(&mut r, &mut x, pairs, keys, values);
                 let q = r.random_range(0..pairs);
                 x[2 * pairs] = ks[q];
                 y[2 * pairs] = x[2 * q + 1];
@@ -194,12 +189,7 @@ impl MemoryTask {
                 keys,
                 values,
             } => {
-                let mut ks: Vec<u32> = (1..=keys as u32).collect();
-                ks.shuffle(&mut r);
-                for k in 0..pairs {
-                    x[2 * k] = ks[k];
-                    x[2 * k + 1] = 1 + keys as u32 + r.random_range(0..values as u32);
-                }
+                let ks = kv_pairs(&mut r, &mut x, pairs, keys, values);
                 let mut slots: Vec<usize> = (2 * pairs..len).collect();
                 slots.shuffle(&mut r);
                 for k in 0..pairs {
@@ -225,6 +215,18 @@ impl MemoryTask {
         }
         (x, y)
     }
+}
+
+/// Writes `pairs` key–value pairs `k v` at the start of `x` (distinct keys from 1…K, values from
+/// K+1…K+V); returns the shuffled keys (the first `pairs` are used, in order).
+fn kv_pairs(r: &mut impl Rng, x: &mut [u32], pairs: usize, keys: usize, values: usize) -> Vec<u32> {
+    let mut ks: Vec<u32> = (1..=keys as u32).collect();
+    ks.shuffle(r);
+    for k in 0..pairs {
+        x[2 * k] = ks[k];
+        x[2 * k + 1] = 1 + keys as u32 + r.random_range(0..values as u32);
+    }
+    ks
 }
 
 impl SeqTask for MemoryTask {

@@ -456,8 +456,29 @@ pub fn diagonalize(a: &RMat, b: &[f64], force_stable: bool) -> Result<Diagonaliz
         keep.push((k, 1.0));
     }
     keep.sort_by(|x, y| lambda[x.0].im.total_cmp(&lambda[y.0].im));
-    let m = keep.len();
-    let lam: Vec<C64> = keep
+    Ok(kept_modes(
+        &lambda,
+        &v,
+        &full_inv,
+        &keep,
+        b,
+        force_stable,
+        cond,
+    ))
+}
+
+/// The diagonal system on the modes `keep` (eigenvalue index, input weight) of `A = V Λ V⁻¹`.
+fn kept_modes(
+    lambda: &[C64],
+    v: &CMat,
+    full_inv: &CMat,
+    keep: &[(usize, f64)],
+    b: &[f64],
+    force_stable: bool,
+    cond: f64,
+) -> Diagonalized {
+    let (n, m) = (v.nrows(), keep.len());
+    let lam = keep
         .iter()
         .map(|(k, _)| {
             let l = lambda[*k];
@@ -473,13 +494,13 @@ pub fn diagonalize(a: &RMat, b: &[f64], force_stable: bool) -> Result<Diagonaliz
     let bt = (0..m)
         .map(|r| (0..n).map(|j| vinv[(r, j)] * b[j]).sum())
         .collect();
-    Ok(Diagonalized {
+    Diagonalized {
         lambda: lam,
         b: bt,
         v: vk,
         vinv,
         cond,
-    })
+    }
 }
 
 /// Diagonalizes a complex `A + E`: all N eigenvalues are modes, with input weights halved, so that
@@ -492,31 +513,17 @@ pub fn diagonalize_complex(a: &CMat, b: &[f64], force_stable: bool) -> Result<Di
     }
     let Eig { lambda, v, cond } = eig_complex(a)?;
     let full_inv = csolve(&v, &CMat::identity(n, n));
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&x, &y| lambda[x].im.total_cmp(&lambda[y].im));
-    let lam = order
-        .iter()
-        .map(|&k| {
-            let l = lambda[k];
-            if force_stable {
-                C64::new(-l.re.abs(), l.im)
-            } else {
-                l
-            }
-        })
-        .collect();
-    let vk = CMat::from_fn(n, n, |i, c| v[(i, order[c])]);
-    let vinv = CMat::from_fn(n, n, |r, j| full_inv[(order[r], j)] * 0.5);
-    let bt = (0..n)
-        .map(|r| (0..n).map(|j| vinv[(r, j)] * b[j]).sum())
-        .collect();
-    Ok(Diagonalized {
-        lambda: lam,
-        b: bt,
-        v: vk,
-        vinv,
+    let mut keep: Vec<(usize, f64)> = (0..n).map(|k| (k, 0.5)).collect();
+    keep.sort_by(|x, y| lambda[x.0].im.total_cmp(&lambda[y.0].im));
+    Ok(kept_modes(
+        &lambda,
+        &v,
+        &full_inv,
+        &keep,
+        b,
+        force_stable,
         cond,
-    })
+    ))
 }
 
 /// Diagonalizes `A + E`: [`diagonalize`] when `E` is real, else [`diagonalize_complex`].
