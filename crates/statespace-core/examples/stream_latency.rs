@@ -1,6 +1,6 @@
 //! Recurrent step latency of the lean streaming runtime (issue 6's shape): f32, batch 1, one thread,
 //! 6 layers, H = 256, N = 64 (32 complex modes), GLU; every causal kind.
-//! `cargo run --release -p statespace-core --example stream_latency [STEPS]`
+//! `cargo run --release -p statespace-core --example stream_latency [STEPS] [BATCH]`
 use rand::SeedableRng;
 use statespace_core::layers::Pool;
 use statespace_core::model::{Input, IoShape, LayerKind, Model, ModelConfig};
@@ -9,6 +9,9 @@ fn main() {
     let steps: usize = std::env::args()
         .nth(1)
         .map_or(20_000, |s| s.parse().expect("STEPS"));
+    let batch: usize = std::env::args()
+        .nth(2)
+        .map_or(1, |s| s.parse().expect("BATCH"));
     let io = IoShape {
         d_input: 1,
         vocab: 0,
@@ -33,10 +36,10 @@ fn main() {
             ..ModelConfig::default()
         };
         let m = Model::<f32>::new(&cfg, io, &mut rand::rngs::StdRng::seed_from_u64(0)).unwrap();
-        let mut st = m.stream(1).unwrap();
-        let mut x = [0.0f32];
+        let mut st = m.stream(batch).unwrap();
+        let mut x = vec![0.0f32; batch];
         for t in 0..1000 {
-            x[0] = (t as f32 * 0.01).sin();
+            x.iter_mut().for_each(|v| *v = (t as f32 * 0.01).sin());
             m.stream_step(&mut st, Input::Real(&x));
         }
         let t0 = std::time::Instant::now();
@@ -47,7 +50,8 @@ fn main() {
         }
         let us = t0.elapsed().as_secs_f64() * 1e6 / steps as f64;
         println!(
-            "{kind:?}: {us:.1} µs per token (6 × H256, N64, GLU, f32, batch 1, one thread) [{acc:.3}]"
+            "{kind:?}: {us:.1} µs per step of {batch} stream(s) = {:.1} µs per token (6 × H256, N64, GLU, f32, one thread) [{acc:.3}]",
+            us / batch as f64
         );
     }
 }
