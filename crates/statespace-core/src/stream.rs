@@ -73,6 +73,19 @@ fn dot<T: Float>(a: &[T], b: &[T]) -> T {
     s
 }
 
+/// `Y[b, o] = bias[o] + Σ_i W[o, i] X[b, i]` for a batch of vectors `X [B, cin]`, `Y [B, cout]`: each
+/// weight row is read once for all B vectors (at batch 1 the step is bound by reading the weights).
+fn matmat<T: Float>(w: &[T], bias: Option<&[T]>, x: &[T], cin: usize, y: &mut [T], cout: usize) {
+    let batch = x.len() / cin;
+    for o in 0..cout {
+        let row = &w[o * cin..(o + 1) * cin];
+        let b0 = bias.map_or(T::zero(), |b| b[o]);
+        for b in 0..batch {
+            y[b * cout + o] = b0 + dot(row, &x[b * cin..(b + 1) * cin]);
+        }
+    }
+}
+
 /// `y[o] = b[o] + Σ_i W[o, i] x[i]` for one vector.
 fn matvec<T: Float>(w: &[T], b: Option<&[T]>, x: &[T], y: &mut [T]) {
     let cin = x.len();
@@ -189,15 +202,19 @@ impl<T: Float> Model<T> {
                     let c = st.c[b * h + j] + d[j] * st.z[b * h + j];
                     st.a[b * h + j] = half * c * (T::one() + (c * r2).erf());
                 }
+            }
+            // the output projection for all streams in one pass over the weights
+            let cout = if blk.ssm.glu.is_some() { 2 * h } else { h };
+            matmat(w_out, b_out, &st.a, h, &mut st.o[..batch * cout], cout);
+            for b in 0..batch {
+                let r = b * h..(b + 1) * h;
+                let o = &st.o[b * cout..(b + 1) * cout];
                 if blk.ssm.glu.is_some() {
-                    let o = &mut st.o[b * 2 * h..(b + 1) * 2 * h];
-                    matvec(w_out, b_out, &st.a[r.clone()], o);
                     for j in 0..h {
-                        let g = o[h + j];
-                        st.s[b * h + j] = o[j] / (T::one() + (-g).exp());
+                        st.s[b * h + j] = o[j] / (T::one() + (-o[h + j]).exp());
                     }
                 } else {
-                    matvec(w_out, b_out, &st.a[r.clone()], &mut st.s[r.clone()]);
+                    st.s[r.clone()].copy_from_slice(o);
                 }
                 if blk.prenorm {
                     for j in 0..h {
