@@ -37,6 +37,15 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static A: Counting = Counting;
 
+/// Every kind with a recurrent form (the PTD kinds are S4D / S5 layers).
+const CAUSAL: [LayerKind; 5] = [
+    LayerKind::S4d,
+    LayerKind::S4,
+    LayerKind::S5,
+    LayerKind::Sgconv,
+    LayerKind::Hope,
+];
+
 fn cfg(kind: LayerKind, norm: NormKind, prenorm: bool, pool: Pool) -> ModelConfig {
     ModelConfig {
         kind,
@@ -74,13 +83,7 @@ fn stream_equals_convolution_mode_for_every_causal_kind() {
     let (b, l) = (2, 24);
     let mut r = rng(1);
     let x = randn(b * 2 * l, &mut r);
-    for kind in [
-        LayerKind::S4d,
-        LayerKind::S4,
-        LayerKind::S5,
-        LayerKind::Sgconv,
-        LayerKind::Hope,
-    ] {
+    for kind in CAUSAL {
         for (norm, prenorm) in [(NormKind::Layer, true), (NormKind::Batch, false)] {
             let c = cfg(kind, norm, prenorm, Pool::None);
             let mut m = Model::<f64>::new(&c, IO, &mut rng(2)).unwrap();
@@ -177,13 +180,7 @@ fn prefill_then_step_equals_stepping_from_the_start() {
 
 #[test]
 fn a_step_allocates_nothing() {
-    for kind in [
-        LayerKind::S4d,
-        LayerKind::S4,
-        LayerKind::S5,
-        LayerKind::Sgconv,
-        LayerKind::Hope,
-    ] {
+    for kind in CAUSAL {
         let c = cfg(kind, NormKind::Layer, true, Pool::Mean);
         let m = Model::<f32>::new(&c, IO, &mut rng(4)).unwrap();
         let mut st = m.stream(8).unwrap();
