@@ -16,6 +16,7 @@
 //! - [`train`]: run configs, the training loop, evaluation, resume;
 //! - [`stream`]: lean streaming inference (no allocation per step, prompt prefill).
 
+pub mod bench;
 pub mod checkpoint;
 pub mod fftconv;
 pub mod float;

@@ -622,8 +622,7 @@ impl<T: Float> SsmLayer<T> {
     ) {
         let h = self.h;
         self.dims = (batch, len);
-        self.u.clear();
-        self.u.extend_from_slice(u);
+        layers::keep_copy(&mut self.u, u);
         if let Some(nz) = self.noise {
             self.add_noise(store, nz, batch, len);
         }
@@ -672,13 +671,15 @@ impl<T: Float> SsmLayer<T> {
                 cr.iter_mut().zip(ur).for_each(|(c, u)| *c += dv * *u);
             });
         self.gelu.forward(&self.c, &mut self.a);
-        self.dropout
+        let dropped = self
+            .dropout
             .forward(&self.a, len, train, seed, &mut self.dr);
+        let a = if dropped { &self.dr } else { &self.a };
         if let Some(glu) = &mut self.glu {
-            self.out.forward(store, &self.dr, batch, len, &mut self.o);
+            self.out.forward(store, a, batch, len, &mut self.o);
             glu.forward(&self.o, batch, h, len, y);
         } else {
-            self.out.forward(store, &self.dr, batch, len, y);
+            self.out.forward(store, a, batch, len, y);
         }
     }
 
@@ -686,13 +687,17 @@ impl<T: Float> SsmLayer<T> {
         let h = self.h;
         let (batch, len) = self.dims;
         if let Some(glu) = &self.glu {
-            glu.backward(dy, &mut self.g1);
+            glu.backward(&self.o, dy, &mut self.g1);
             self.out.backward(store, &self.g1, &mut self.g2);
         } else {
             self.out.backward(store, dy, &mut self.g2);
         }
-        self.dropout.backward(&self.g2, &mut self.g1);
-        self.gelu.backward(&self.g1, &mut self.g2);
+        if self.dropout.active {
+            self.dropout.backward(&self.g2, &mut self.g1);
+            std::mem::swap(&mut self.g1, &mut self.g2);
+        }
+        self.gelu.backward(&self.c, &self.g2, &mut self.g1);
+        std::mem::swap(&mut self.g1, &mut self.g2);
         // g2 = dℒ/dc: the skip D·u and the convolution
         {
             let (g2, u) = (&self.g2, &self.u);
@@ -784,7 +789,6 @@ pub(crate) struct Block<T: Float> {
     pub(crate) norm: Norm<T>,
     pub(crate) ssm: SsmLayer<T>,
     pub(crate) prenorm: bool,
-    pub(crate) x: Vec<T>,
     pub(crate) z: Vec<T>,
     pub(crate) s: Vec<T>,
     pub(crate) g: Vec<T>,
@@ -852,7 +856,6 @@ impl<T: Float> Model<T> {
                 norm,
                 ssm,
                 prenorm: cfg.prenorm,
-                x: Vec::new(),
                 z: Vec::new(),
                 s: Vec::new(),
                 g: Vec::new(),
@@ -945,8 +948,6 @@ impl<T: Float> Model<T> {
             let x = &before[i];
             let y = &mut after[0];
             let lseed = layers::splitmix64(seed ^ layers::splitmix64(i as u64 + 1));
-            blk.x.clear();
-            blk.x.extend_from_slice(x);
             if blk.prenorm {
                 blk.norm
                     .forward(&self.store, x, batch, len, train, &mut blk.z);
@@ -1015,7 +1016,7 @@ impl<T: Float> Model<T> {
             self.decoder.backward(&mut self.store, dout, &mut g2);
             if let Some((hidden, gelu)) = &mut self.pair_head {
                 let examples = batch / 2;
-                gelu.backward(&g2, &mut g);
+                gelu.backward(&self.hid, &g2, &mut g);
                 hidden.backward(&mut self.store, &g, &mut g2);
                 // g2 = dℒ/d[u, v, u∗v, u−v]  →  dℒ/du, dℒ/dv stacked as [2B, H]
                 let mut dp = vec![T::zero(); batch * h];

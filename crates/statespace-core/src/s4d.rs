@@ -20,10 +20,19 @@
 //! recurrence   x_t = e^{z} x_{t−1} + B w u_t,   y_t = 2·Re Σ_m C x_t      (impulse response = K)
 //! ```
 //!
-//! The kernel is generated in f64 whatever `T` is (the phases `l·Im z` reach 1e4–1e5 rad at long L):
-//! powers by a recurrence re-anchored with an exact `exp(l z)` every 32 steps.
+//! Fused generation (never an `[H, M, L]` tensor): with chunk length `T ≈ √L` and `l = qT + j`,
+//!
+//! ```text
+//! e^{lz} = e^{qTz}·e^{jz}   ⇒   K[qT + j] = Σ_m Re(2c̃ e^{qTz})·Re e^{jz} − Im(2c̃ e^{qTz})·Im e^{jz}
+//! ```
+//!
+//! one real GEMM `[Q, 2M]·[2M, T]` per channel and direction; the backward's S0 and S1 are one GEMM
+//! `[4M, T]·[T, Q]` (rows e^{jz} and j·e^{jz}) followed by an `O(QM)` sum over the anchors. The
+//! anchors e^{qTz} and the in-chunk powers e^{jz} are computed in f64 (phases `l·Im z` reach 1e4–1e5
+//! rad at long L; recurrences re-anchored by an exact `exp(lz)` every 32 steps) and rounded to `T`
+//! once, so an f32 kernel only carries the rounding of the GEMM's accumulation (`≈ √(2M)·ε`).
 
-use crate::float::Float;
+use crate::float::{Float, matmul};
 use crate::kernel::{SequenceKernel, Stepper};
 use crate::params::{ParamId, ParamKind, ParamStore};
 use num_complex::Complex64 as C64;
@@ -44,7 +53,7 @@ pub enum Disc {
 
 /// Smallest magnitude of `Re A` (the clamp of the parameterization).
 pub const MIN_NEG_REAL: f64 = 1e-4;
-const ANCHOR: usize = 32;
+const ANCHOR: usize = 64;
 
 /// Per-mode discretization and its derivatives.
 #[derive(Debug, Clone, Copy, Default)]
@@ -156,6 +165,7 @@ pub struct S4dKernel {
     b: Vec<C64>,
     c: Vec<C64>,
     len: usize,
+    grad_buf: Vec<f64>,
 }
 
 impl S4dKernel {
@@ -234,6 +244,7 @@ impl S4dKernel {
             b: Vec::new(),
             c: Vec::new(),
             len: 0,
+            grad_buf: Vec::new(),
         })
     }
 
@@ -281,17 +292,185 @@ impl S4dKernel {
     }
 }
 
-/// Calls `f(l, e^{l z})` for l = 0..len, with the powers re-anchored every `ANCHOR` steps.
+/// Chunk length `T` of the blocked Vandermonde product: about √L, a power of two in [8, 128].
+fn chunk_len(len: usize) -> usize {
+    ((len as f64).sqrt().ceil() as usize)
+        .next_power_of_two()
+        .clamp(8, 128)
+}
+
+/// Per-thread scratch of the blocked kernel (sized on first use, reused across channels).
+struct Blocked<T> {
+    /// `[T, 2M]` (forward) or `[T, 4M]` (backward), row j: Re e^{jz_m}, Im e^{jz_m} (then j·Re, j·Im).
+    v: Vec<T>,
+    /// `[Q, 2M]`: Re(c·e^{qTz}), −Im(c·e^{qTz}) (forward) / the padded `dK [Q, T]` (backward).
+    p: Vec<T>,
+    /// `[Q, T]` output when `L` is not a multiple of `T` (forward) / `Rᵀ [Q, 4M]` (backward).
+    out: Vec<T>,
+    /// `[Q, M]` chunk anchors e^{qTz} in f64 (real and imaginary parts).
+    er: Vec<f64>,
+    ei: Vec<f64>,
+    /// Per-mode recurrence state and step.
+    cur: [Vec<f64>; 4],
+    /// `[dirs, M]` S0 = Σ_l dK_l conj(e^{lz}) and S1 = Σ_l l·dK_l conj(e^{lz}) (backward).
+    s0: Vec<C64>,
+    s1: Vec<C64>,
+}
+
+/// `x` rounded to `T`, with magnitudes below 1e-30 flushed to zero: decayed powers (e^{lΔ Re A} at
+/// long L) would otherwise be subnormal in f32, and every FMA on a subnormal costs ~100 cycles.
 #[inline]
-fn for_powers(z: C64, len: usize, mut f: impl FnMut(usize, C64)) {
-    let step = z.exp();
-    let mut v = C64::new(1.0, 0.0);
-    for l in 0..len {
-        if l % ANCHOR == 0 {
-            v = (z * l as f64).exp();
+fn flush<T: Float>(x: f64) -> T {
+    if x.abs() < 1e-30 { T::zero() } else { T::of(x) }
+}
+
+/// Powers `e^{k·z_m}`, k = 0..count, of every mode at once (modes innermost, so the complex
+/// products vectorize): calls `row(k, re, im)` with the M values of power k. The recurrence is
+/// re-anchored by an exact `exp` every `ANCHOR` steps (f64 error ≲ ANCHOR·ε).
+fn mode_powers(
+    zs: &[C64],
+    count: usize,
+    cur: &mut [Vec<f64>; 4],
+    mut row: impl FnMut(usize, &[f64], &[f64]),
+) {
+    let m = zs.len();
+    for v in cur.iter_mut() {
+        v.clear();
+        v.resize(m, 0.0);
+    }
+    let [cr, ci, sr, si] = cur;
+    let (cr, ci, sr, si) = (&mut cr[..], &mut ci[..], &mut sr[..], &mut si[..]);
+    for (mm, z) in zs.iter().enumerate() {
+        let s = z.exp();
+        (sr[mm], si[mm]) = (s.re, s.im);
+    }
+    for k in 0..count {
+        if k % ANCHOR == 0 {
+            for (mm, z) in zs.iter().enumerate() {
+                let a = (z * k as f64).exp();
+                (cr[mm], ci[mm]) = (a.re, a.im);
+            }
         }
-        f(l, v);
-        v *= step;
+        row(k, cr, ci);
+        for (((r, i), a), b) in cr.iter_mut().zip(ci.iter_mut()).zip(&*sr).zip(&*si) {
+            (*r, *i) = (*r * a - *i * b, *r * b + *i * a);
+        }
+    }
+}
+
+impl<T: Float> Blocked<T> {
+    fn new() -> Self {
+        Self {
+            v: Vec::new(),
+            p: Vec::new(),
+            out: Vec::new(),
+            er: Vec::new(),
+            ei: Vec::new(),
+            cur: Default::default(),
+            s0: Vec::new(),
+            s1: Vec::new(),
+        }
+    }
+
+    /// Fills `v` and the anchors `er`, `ei` for the modes `zs` of one channel (`zt` = the same modes'
+    /// `T·z`).
+    fn powers(&mut self, zs: &[C64], zt: &[C64], tc: usize, q: usize, weighted: bool) {
+        let m = zs.len();
+        let w = if weighted { 4 * m } else { 2 * m };
+        self.v.resize(tc * w, T::zero()); // every element is written below
+        let v = &mut self.v;
+        mode_powers(zs, tc, &mut self.cur, |j, re, im| {
+            let row = &mut v[j * w..(j + 1) * w];
+            let (a, rest) = row.split_at_mut(m);
+            let (b, rest) = rest.split_at_mut(m);
+            for ((o, x), (p, y)) in a.iter_mut().zip(re).zip(b.iter_mut().zip(im)) {
+                (*o, *p) = (flush(*x), flush(*y));
+            }
+            if weighted {
+                let jf = j as f64;
+                let (a, b) = rest.split_at_mut(m);
+                for ((o, x), (p, y)) in a.iter_mut().zip(re).zip(b.iter_mut().zip(im)) {
+                    (*o, *p) = (flush(*x * jf), flush(*y * jf));
+                }
+            }
+        });
+        self.er.resize(q * m, 0.0);
+        self.ei.resize(q * m, 0.0);
+        let (er, ei) = (&mut self.er, &mut self.ei);
+        mode_powers(zt, q, &mut self.cur, |qq, re, im| {
+            er[qq * m..(qq + 1) * m].copy_from_slice(re);
+            ei[qq * m..(qq + 1) * m].copy_from_slice(im);
+        });
+    }
+
+    /// S0 and S1 of every mode for one row `dk [L]`, appended to `s0`, `s1` (after
+    /// [`Blocked::powers`] with `weighted`):
+    ///
+    /// ```text
+    /// Rᵀ[q, r] = Σ_j dK[qT + j]·V[j, r]      (one GEMM [Q, T]·[T, 4M])
+    /// S0 = Σ_q conj(e^{qTz}) (R_re − i R_im),   S1 = Σ_q conj(e^{qTz}) (qT (R_re − i R_im) + R_jre − i R_jim)
+    /// ```
+    fn sums(&mut self, dk: &[T], tc: usize, q: usize, m: usize) {
+        let len = dk.len();
+        let dks: &[T] = if q * tc == len {
+            dk
+        } else {
+            self.p.clear();
+            self.p.extend_from_slice(dk);
+            self.p.resize(q * tc, T::zero());
+            &self.p
+        };
+        let w = 4 * m;
+        self.out.resize(q * w, T::zero()); // overwritten by the product
+        matmul(
+            &mut self.out,
+            dks,
+            &self.v,
+            q,
+            w,
+            tc,
+            false,
+            false,
+            false,
+            1,
+        );
+        let [s0r, s0i, s1r, s1i] = &mut self.cur;
+        for v in [&mut *s0r, &mut *s0i, &mut *s1r, &mut *s1i] {
+            v.clear();
+            v.resize(m, 0.0);
+        }
+        for qq in 0..q {
+            let r = &self.out[qq * w..(qq + 1) * w];
+            let (er, ei) = (
+                &self.er[qq * m..(qq + 1) * m],
+                &self.ei[qq * m..(qq + 1) * m],
+            );
+            let lq = (qq * tc) as f64;
+            let (r0, rest) = r.split_at(m);
+            let (r1, rest) = rest.split_at(m);
+            let (r2, r3) = rest.split_at(m);
+            let sums = s0r
+                .iter_mut()
+                .zip(s0i.iter_mut())
+                .zip(s1r.iter_mut().zip(s1i.iter_mut()));
+            let rows = r0.iter().zip(r1).zip(r2.iter().zip(r3));
+            for ((((s0r, s0i), (s1r, s1i)), ((r0, r1), (r2, r3))), (er, ei)) in
+                sums.zip(rows).zip(er.iter().zip(ei))
+            {
+                // a = R_re − i R_im, b = lq·a + R_jre − i R_jim; S0 += conj(E)·a, S1 += conj(E)·b
+                let (ar, ai) = (r0.f64(), -r1.f64());
+                let (br, bi) = (lq * ar + r2.f64(), lq * ai - r3.f64());
+                let (xr, xi) = (*er, -*ei);
+                *s0r += xr * ar - xi * ai;
+                *s0i += xr * ai + xi * ar;
+                *s1r += xr * br - xi * bi;
+                *s1i += xr * bi + xi * br;
+            }
+        }
+        for mm in 0..m {
+            self.s0.push(C64::new(s0r[mm], s0i[mm]));
+            self.s1.push(C64::new(s1r[mm], s1i[mm]));
+        }
     }
 }
 
@@ -309,109 +488,130 @@ impl<T: Float> SequenceKernel<T> for S4dKernel {
         self.len = len;
         let (h, m) = (self.cfg.channels, self.modes_per_channel());
         let dirs = self.directions_count();
-        let rows: Vec<Vec<f64>> = (0..h)
-            .into_par_iter()
-            .map(|hh| {
-                let mut acc = vec![0.0; dirs * len];
-                for mm in 0..m {
-                    let z = self.modes[hh * m + mm].z;
-                    let ct: Vec<C64> = (0..dirs)
-                        .map(|d| self.ctilde[(d * h + hh) * m + mm] * 2.0)
-                        .collect();
-                    for_powers(z, len, |l, v| {
-                        for d in 0..dirs {
-                            acc[d * len + l] += ct[d].re * v.re - ct[d].im * v.im;
-                        }
-                    });
-                }
-                acc
-            })
-            .collect();
-        k.clear();
-        k.resize(dirs * h * len, T::zero());
-        for (hh, row) in rows.iter().enumerate() {
-            for d in 0..dirs {
-                let dst = &mut k[(d * h + hh) * len..(d * h + hh + 1) * len];
-                for (o, v) in dst.iter_mut().zip(&row[d * len..(d + 1) * len]) {
-                    *o = T::of(*v);
-                }
-            }
+        if len == 0 || m == 0 {
+            k.clear();
+            k.resize(dirs * h * len, T::zero());
+            return;
         }
+        k.resize(dirs * h * len, T::zero()); // every element is written below
+        let tc = chunk_len(len);
+        let q = len.div_ceil(tc);
+        let ctilde = &self.ctilde;
+        let zs: Vec<C64> = self.modes.iter().map(|md| md.z).collect();
+        let zt: Vec<C64> = zs.iter().map(|z| z * tc as f64).collect();
+        let (zs, zt) = (&zs, &zt);
+        // one row K[d, h, :] per task: K[qT + j] = Σ_m Re(c̃₂ e^{qTz}) Re e^{jz} − Im(c̃₂ e^{qTz}) Im e^{jz}
+        k.par_chunks_mut(len)
+            .enumerate()
+            .for_each_init(Blocked::<T>::new, |s, (row, out)| {
+                let (d, hh) = (row / h, row % h);
+                let (zs, zt) = (&zs[hh * m..(hh + 1) * m], &zt[hh * m..(hh + 1) * m]);
+                s.powers(zs, zt, tc, q, false);
+                s.p.resize(q * 2 * m, T::zero()); // every element is written below
+                let c2: Vec<C64> = ctilde[(d * h + hh) * m..(d * h + hh + 1) * m]
+                    .iter()
+                    .map(|c| c * 2.0)
+                    .collect();
+                for qq in 0..q {
+                    let (er, ei) = (&s.er[qq * m..(qq + 1) * m], &s.ei[qq * m..(qq + 1) * m]);
+                    let (pr, pi) = s.p[qq * 2 * m..(qq + 1) * 2 * m].split_at_mut(m);
+                    // 2c̃·e^{qTz}: real part, minus imaginary part
+                    for ((c2, (o, p)), (a, b)) in
+                        c2.iter().zip(pr.iter_mut().zip(pi)).zip(er.iter().zip(ei))
+                    {
+                        (*o, *p) = (
+                            flush(c2.re * a - c2.im * b),
+                            flush(-(c2.re * b + c2.im * a)),
+                        );
+                    }
+                }
+                // [Q, 2M] · ([T, 2M])ᵀ → [Q, T] = K[d, h, :] (padded to Q·T)
+                if q * tc == len {
+                    matmul(out, &s.p, &s.v, q, tc, 2 * m, false, true, false, 1);
+                } else {
+                    s.out.resize(q * tc, T::zero());
+                    matmul(&mut s.out, &s.p, &s.v, q, tc, 2 * m, false, true, false, 1);
+                    out.copy_from_slice(&s.out[..len]);
+                }
+            });
     }
 
     fn backward(&mut self, store: &mut ParamStore<T>, dk: &[T]) {
         let (h, m, len) = (self.cfg.channels, self.modes_per_channel(), self.len);
         let dirs = self.directions_count();
         assert_eq!(dk.len(), dirs * h * len);
-        struct G {
-            dlog_dt: f64,
-            dlar: Vec<f64>,
-            dai: Vec<f64>,
-            db: Vec<C64>,
-            dc: Vec<Vec<C64>>,
+        if len == 0 || m == 0 {
+            return;
         }
-        let grads: Vec<G> = (0..h)
-            .into_par_iter()
-            .map(|hh| {
-                let mut g = G {
-                    dlog_dt: 0.0,
-                    dlar: vec![0.0; m],
-                    dai: vec![0.0; m],
-                    db: vec![C64::default(); m],
-                    dc: vec![vec![C64::default(); m]; dirs],
-                };
+        let tc = chunk_len(len);
+        let q = len.div_ceil(tc);
+        // per channel: [∂log Δ, ∂log(−Re A) [M], ∂Im A [M], ∂B re/im [2M], ∂C re/im [dirs, 2M]]
+        let stride = 1 + m * (4 + 2 * dirs);
+        let mut gbuf = std::mem::take(&mut self.grad_buf);
+        gbuf.clear();
+        gbuf.resize(h * stride, 0.0);
+        let (modes, ctilde, bs, cs) = (&self.modes, &self.ctilde, &self.b, &self.c);
+        gbuf.par_chunks_mut(stride)
+            .enumerate()
+            .for_each_init(Blocked::<T>::new, |s, (hh, g)| {
+                let zs = &modes[hh * m..(hh + 1) * m];
+                let zz: Vec<C64> = zs.iter().map(|md| md.z).collect();
+                let zt: Vec<C64> = zz.iter().map(|z| z * tc as f64).collect();
+                s.powers(&zz, &zt, tc, q, true);
+                s.s0.clear();
+                s.s1.clear();
+                for d in 0..dirs {
+                    s.sums(&dk[(d * h + hh) * len..][..len], tc, q, m);
+                }
+                let (dlog_dt, rest) = g.split_at_mut(1);
+                let (dlar, rest) = rest.split_at_mut(m);
+                let (dai, rest) = rest.split_at_mut(m);
+                let (db, dc) = rest.split_at_mut(2 * m);
                 let mut ddt = 0.0;
                 for mm in 0..m {
                     let j = hh * m + mm;
-                    let md = self.modes[j];
-                    let mut s0 = vec![C64::default(); dirs];
-                    let mut s1 = vec![C64::default(); dirs];
-                    for_powers(md.z, len, |l, v| {
-                        let vc = v.conj();
-                        for d in 0..dirs {
-                            let g = dk[(d * h + hh) * len + l].f64();
-                            s0[d] += vc * g;
-                            s1[d] += vc * (g * l as f64);
-                        }
-                    });
-                    let mut g_z = C64::default();
-                    let mut g_w = C64::default();
-                    let mut g_b = C64::default();
+                    let md = modes[j];
+                    let (mut g_z, mut g_w, mut g_b) =
+                        (C64::default(), C64::default(), C64::default());
                     for d in 0..dirs {
+                        let (s0, s1) = (s.s0[d * m + mm], s.s1[d * m + mm]);
                         let i = (d * h + hh) * m + mm;
-                        let g_ct = s0[d] * 2.0;
-                        g_z += self.ctilde[i].conj() * s1[d] * 2.0;
-                        let c = self.c[i];
-                        g.dc[d][mm] = g_ct * (self.b[j] * md.w).conj();
+                        let g_ct = s0 * 2.0;
+                        g_z += ctilde[i].conj() * s1 * 2.0;
+                        let c = cs[i];
+                        let g_c = g_ct * (bs[j] * md.w).conj();
+                        dc[d * 2 * m + mm] = g_c.re;
+                        dc[d * 2 * m + m + mm] = g_c.im;
                         g_b += g_ct * (c * md.w).conj();
-                        g_w += g_ct * (c * self.b[j]).conj();
+                        g_w += g_ct * (c * bs[j]).conj();
                     }
-                    g.db[mm] = g_b;
+                    db[mm] = g_b.re;
+                    db[m + mm] = g_b.im;
                     let g_a = g_z * md.dz_da.conj() + g_w * md.dw_da.conj();
                     ddt += (g_z.conj() * md.dz_ddt + g_w.conj() * md.dw_ddt).re;
                     // Re A = −exp(α) (unclamped): ∂ℒ/∂α = Re(g_A)·(−exp α) = Re(g_A)·Re A
-                    g.dlar[mm] = if md.clamped { 0.0 } else { g_a.re * md.a.re };
-                    g.dai[mm] = g_a.im;
+                    dlar[mm] = if md.clamped { 0.0 } else { g_a.re * md.a.re };
+                    dai[mm] = g_a.im;
                 }
-                g.dlog_dt = ddt * self.modes[hh * m].dt;
-                g
-            })
-            .collect();
-        for (hh, g) in grads.into_iter().enumerate() {
-            store.grad_mut(self.log_dt)[hh] += T::of(g.dlog_dt);
+                dlog_dt[0] = ddt * zs[0].dt;
+            });
+        for (hh, g) in gbuf.chunks(stride).enumerate() {
+            store.grad_mut(self.log_dt)[hh] += T::of(g[0]);
+            let g = &g[1..];
             for mm in 0..m {
                 let j = hh * m + mm;
-                store.grad_mut(self.log_a_real)[j] += T::of(g.dlar[mm]);
-                store.grad_mut(self.a_imag)[j] += T::of(g.dai[mm]);
-                store.grad_mut(self.b_re)[j] += T::of(g.db[mm].re);
-                store.grad_mut(self.b_im)[j] += T::of(g.db[mm].im);
+                store.grad_mut(self.log_a_real)[j] += T::of(g[mm]);
+                store.grad_mut(self.a_imag)[j] += T::of(g[m + mm]);
+                store.grad_mut(self.b_re)[j] += T::of(g[2 * m + mm]);
+                store.grad_mut(self.b_im)[j] += T::of(g[3 * m + mm]);
                 for d in 0..dirs {
                     let i = (d * h + hh) * m + mm;
-                    store.grad_mut(self.c_re)[i] += T::of(g.dc[d][mm].re);
-                    store.grad_mut(self.c_im)[i] += T::of(g.dc[d][mm].im);
+                    store.grad_mut(self.c_re)[i] += T::of(g[4 * m + d * 2 * m + mm]);
+                    store.grad_mut(self.c_im)[i] += T::of(g[4 * m + d * 2 * m + m + mm]);
                 }
             }
         }
+        self.grad_buf = gbuf;
     }
 
     fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, String> {
@@ -427,6 +627,7 @@ impl<T: Float> SequenceKernel<T> for S4dKernel {
             b: Vec::new(),
             c: Vec::new(),
             len: 0,
+            grad_buf: Vec::new(),
             ..*self
         };
         me.prepare(store);

@@ -50,8 +50,10 @@ pub fn assert_close(what: &str, g: &[f64], f: &[f64]) {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f64::max);
     let den = f.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    // absolute floor: the five-point difference of an O(1) loss carries ~ε·|ℒ|/h ≈ 1e-13 of rounding
+    // noise, which is all a gradient that vanishes exactly (a bias before BatchNorm) shows
     assert!(
-        num <= 1e-6 * den + 1e-13,
+        num <= 1e-6 * den + 1e-12,
         "{what}: ‖g − fd‖∞ = {num:e}, ‖fd‖∞ = {den:e}"
     );
 }
