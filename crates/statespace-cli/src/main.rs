@@ -3,6 +3,7 @@
 //! Exit status: 0 on success, 2 for bad input (arguments, files), 1 for a failure of the
 //! computation itself.
 
+mod bench_cmd;
 mod data_cmd;
 mod lra_cmd;
 mod plot;
@@ -61,6 +62,10 @@ enum Command {
     /// Run a trained causal model step by step: one input per stdin line (d_in whitespace-separated
     /// numbers, or one token id), one output line (d_out numbers) per input, no allocation per step.
     Stream(StreamArgs),
+    /// Measure this machine's FMA peak, the S4D kernel, the FFT convolution, a training step (and its
+    /// growth with L) and the recurrent step; print a table (with peer ratios from `--peers`), write
+    /// JSON. Build with `--release`.
+    Bench(bench_cmd::BenchArgs),
     /// Generate benchmark datasets in their standard layouts (ListOps TSV files, …).
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
@@ -273,6 +278,7 @@ fn main() -> ExitCode {
         Command::Data(c) => data_cmd::run(&c).map_err(Failure::Input),
         Command::Lra(a) => lra_cmd::run(&a).map_err(Failure::Input),
         Command::Stream(a) => run_stream(&a),
+        Command::Bench(a) => bench_cmd::run(&a).map_err(Failure::Input),
         Command::Train(a) => train_cmd::train(
             a.config.as_deref(),
             a.resume.as_deref(),

@@ -1,6 +1,6 @@
 //! Recurrent step latency of the lean streaming runtime (issue 6's shape): f32, batch 1, one thread,
 //! 6 layers, H = 256, N = 64 (32 complex modes), GLU; every causal kind.
-//! `cargo run --release -p statespace-core --example stream_latency [STEPS] [BATCH]`
+//! `cargo run --release -p statespace-core --example stream_latency [STEPS] [BATCH] [KIND]`
 use rand::SeedableRng;
 use statespace_core::layers::Pool;
 use statespace_core::model::{Input, IoShape, LayerKind, Model, ModelConfig};
@@ -25,6 +25,11 @@ fn main() {
         LayerKind::Hope,
         LayerKind::Sgconv,
     ] {
+        if let Some(only) = std::env::args().nth(3)
+            && !format!("{kind:?}").eq_ignore_ascii_case(&only)
+        {
+            continue;
+        }
         let cfg = ModelConfig {
             kind,
             d_model: 256,

@@ -432,3 +432,37 @@ pub fn recurrent_step(layers: usize, h: usize, n: usize, batch: usize, secs: f64
     rec.tokens_per_s = Some(batch as f64 / rec.median_s);
     rec
 }
+
+/// One S5 layer (ZOH, P states, H channels, default scan) on `[b, h, len]`: forward + backward of
+/// `Σ y·w`, the same measurement as `bench/peers/s5_torch.py` on `s5-pytorch`.
+pub fn s5_layer(b: usize, h: usize, p: usize, len: usize, threads: usize, secs: f64) -> Record {
+    use crate::s5::{S5Config, S5Layer, S5Options};
+    reset_peak_rss();
+    let mut r = rand::rngs::StdRng::seed_from_u64(5);
+    let mut store = ParamStore::<f32>::new();
+    let cfg = S5Config {
+        channels: h,
+        state_size: p,
+        disc: Disc::Zoh,
+        dt_min: 1e-3,
+        dt_max: 1e-1,
+        bidirectional: false,
+        opts: S5Options::default(),
+        init: None,
+    };
+    let mut layer = S5Layer::new(&mut store, "s5", cfg, &mut r).expect("valid S5 config");
+    let u: Vec<f32> = (0..b * h * len).map(|_| r.random::<f32>() - 0.5).collect();
+    let w: Vec<f32> = (0..b * h * len).map(|_| r.random::<f32>() - 0.5).collect();
+    let (mut y, mut du) = (Vec::new(), Vec::new());
+    let t = time_it(3, secs, || {
+        store.zero_grad();
+        layer.forward(&store, &u, b, len, &mut y);
+        layer.backward(&mut store, &w, &mut du);
+    });
+    record(
+        "s5_layer_fwd_bwd",
+        format!("B={b} H={h} P={p} L={len}"),
+        threads,
+        t,
+    )
+}

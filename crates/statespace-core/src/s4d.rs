@@ -631,43 +631,44 @@ impl<T: Float> SequenceKernel<T> for S4dKernel {
             ..*self
         };
         me.prepare(store);
-        let n = me.modes.len();
-        let abar: Vec<(T, T)> = me
-            .modes
-            .iter()
-            .map(|md| {
-                let e = md.z.exp();
-                (T::of(e.re), T::of(e.im))
-            })
-            .collect();
-        let bbar: Vec<(T, T)> = (0..n)
-            .map(|j| {
-                let v = me.b[j] * me.modes[j].w;
-                (T::of(v.re), T::of(v.im))
-            })
-            .collect();
-        let c: Vec<(T, T)> =
-            me.c.iter()
-                .map(|v| (T::of(2.0 * v.re), T::of(2.0 * v.im)))
-                .collect();
+        let split = |f: &dyn Fn(usize) -> C64| -> [Vec<T>; 2] {
+            let v: Vec<C64> = (0..me.modes.len()).map(f).collect();
+            [
+                v.iter().map(|z| T::of(z.re)).collect(),
+                v.iter().map(|z| T::of(z.im)).collect(),
+            ]
+        };
+        let [ar, ai] = split(&|j| me.modes[j].z.exp());
+        let [br, bi] = split(&|j| me.b[j] * me.modes[j].w);
+        let [cr, ci] = split(&|j| me.c[j] * 2.0);
         Ok(Box::new(DiagStepper {
             h: me.cfg.channels,
             m: me.modes_per_channel(),
-            abar,
-            bbar,
-            c,
+            ar,
+            ai,
+            br,
+            bi,
+            cr,
+            ci,
         }))
     }
 }
 
-/// The recurrent form of a diagonal kernel (state: `[H, M]` complex as interleaved re/im).
+/// The recurrent form of a diagonal kernel. State per channel: the M real parts, then the M
+/// imaginary parts (`[H, 2, M]`), so the update runs as plain vector loops over the modes.
 #[derive(Debug)]
 pub struct DiagStepper<T> {
     h: usize,
     m: usize,
-    abar: Vec<(T, T)>,
-    bbar: Vec<(T, T)>,
-    c: Vec<(T, T)>,
+    /// Ā = e^{z}, `[H, M]` real and imaginary parts.
+    ar: Vec<T>,
+    ai: Vec<T>,
+    /// B̄ = B·w.
+    br: Vec<T>,
+    bi: Vec<T>,
+    /// 2C (y = Re 2C·x).
+    cr: Vec<T>,
+    ci: Vec<T>,
 }
 
 impl<T: Float> Stepper<T> for DiagStepper<T> {
@@ -677,22 +678,13 @@ impl<T: Float> Stepper<T> for DiagStepper<T> {
 
     fn step(&self, state: &mut [T], u: &[T], y: &mut [T]) {
         let m = self.m;
-        for hh in 0..self.h {
-            let mut acc = T::zero();
-            let uh = u[hh];
-            for mm in 0..m {
-                let j = hh * m + mm;
-                let (xr, xi) = (state[2 * j], state[2 * j + 1]);
-                let (ar, ai) = self.abar[j];
-                let (br, bi) = self.bbar[j];
-                let nr = ar * xr - ai * xi + br * uh;
-                let ni = ar * xi + ai * xr + bi * uh;
-                state[2 * j] = nr;
-                state[2 * j + 1] = ni;
-                let (cr, ci) = self.c[j];
-                acc += cr * nr - ci * ni;
-            }
-            y[hh] = acc;
+        for (hh, (st, yv)) in state.chunks_exact_mut(2 * m).zip(y.iter_mut()).enumerate() {
+            let o = hh * m..(hh + 1) * m;
+            let (xr, xi) = st.split_at_mut(m);
+            let c =
+                [&self.ar, &self.ai, &self.br, &self.bi, &self.cr, &self.ci].map(|v| &v[o.clone()]);
+            // x ← Ā x + B̄ u,  y = Re(2C x)
+            *yv = T::diag_step(c, xr, xi, u[hh]);
         }
     }
 }
