@@ -135,7 +135,15 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     if has("step") {
         for batch in [1, 16] {
             run_case(&format!("recurrent step batch {batch}"), &mut || {
-                vec![bench::recurrent_step(6, 256, 64, batch, a.secs)]
+                let r = bench::recurrent_step(6, 256, 64, batch, a.secs);
+                if let (Some(b), Some(g)) = (r.bytes, r.read_gbps) {
+                    println!(
+                        "  (reads ≥ {:.2} MB per step; one core reads a buffer that size at {g:.1} GB/s ⇒ floor {})",
+                        b / 1e6,
+                        fmt_time(b / (g * 1e9))
+                    );
+                }
+                vec![r]
             });
         }
     }
@@ -213,33 +221,43 @@ fn print_row(r: &Record, peers: &HashMap<(String, String), Vec<PeerRecord>>) {
     );
 }
 
-/// Time per token and memory per token across L: flat `time/(B·L·log₂L)` means O(L log L).
+/// Growth with L: `time/(B·L·log₂L)` relative to the first row (flat = O(L log L)), and peak RSS
+/// against a least-squares line `a + b·(B·L)` (small residuals = O(L)).
 fn print_scaling(rows: &[Record]) {
-    let Some(first) = rows.first() else { return };
-    println!("growth with L (relative to the first row):");
+    if rows.len() < 2 {
+        return;
+    }
     let tokens = |r: &Record| r.tokens_per_s.unwrap_or(0.0) * r.median_s;
     let l_of = |r: &Record| {
         r.shape
             .rsplit("L=")
             .next()
             .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(1.0)
+            .unwrap_or(2.0)
     };
-    let (t0, l0) = (
-        first.median_s / (tokens(first) * l_of(first).log2()),
-        l_of(first),
+    let per = |r: &Record| r.median_s / (tokens(r) * l_of(r).log2());
+    let t0 = per(&rows[0]);
+    // least squares of RSS on tokens
+    let xs: Vec<f64> = rows.iter().map(tokens).collect();
+    let ys: Vec<f64> = rows.iter().map(|r| r.peak_rss_mib.unwrap_or(0.0)).collect();
+    let n = xs.len() as f64;
+    let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
+    let sxx: f64 = xs.iter().map(|x| (x - mx) * (x - mx)).sum();
+    let sxy: f64 = xs.iter().zip(&ys).map(|(x, y)| (x - mx) * (y - my)).sum();
+    let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    let icpt = my - slope * mx;
+    println!(
+        "growth with L: peak RSS ≈ {icpt:.0} MiB + {:.1} MiB per 1k tokens (least squares)",
+        slope * 1000.0
     );
-    let m0 = first.peak_rss_mib.unwrap_or(0.0);
-    for r in rows {
-        let l = l_of(r);
-        let per = r.median_s / (tokens(r) * l.log2());
+    for (r, (x, y)) in rows.iter().zip(xs.iter().zip(&ys)) {
         println!(
-            "  L={l:<6} time {:>10}  time/(B·L·log₂L) {:>5.2}×   peak RSS {:>7.0} MiB ({:.2}× the first row for {:.0}× the tokens)",
+            "  L={:<6} {:>10}  time/(B·L·log₂L) {:>5.2}× the first row   peak RSS {:>7.0} MiB (line: {:>7.0})",
+            l_of(r),
             fmt_time(r.median_s),
-            per / t0,
-            r.peak_rss_mib.unwrap_or(0.0),
-            r.peak_rss_mib.unwrap_or(0.0) / m0.max(1e-9),
-            l / l0
+            per(r) / t0,
+            y,
+            icpt + slope * x
         );
     }
 }

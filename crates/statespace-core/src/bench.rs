@@ -42,6 +42,11 @@ pub struct Record {
     pub tokens_per_s: Option<f64>,
     /// Peak resident memory during the case, MiB.
     pub peak_rss_mib: Option<f64>,
+    /// Bytes a call must read at least (the recurrent step: weights, recurrence coefficients, state).
+    pub bytes: Option<f64>,
+    /// Measured single-core read bandwidth for a buffer of `bytes` (GB/s), and so the floor
+    /// `bytes / bandwidth` on the call's time.
+    pub read_gbps: Option<f64>,
 }
 
 /// Calls `f` at least `min_reps` times and for at least `min_secs`; returns (median, min, reps).
@@ -222,6 +227,8 @@ fn record(name: &str, shape: String, threads: usize, t: (f64, f64, usize)) -> Re
         frac_peak: None,
         tokens_per_s: None,
         peak_rss_mib: peak_rss_bytes().map(|b| b as f64 / (1 << 20) as f64),
+        bytes: None,
+        read_gbps: None,
     }
 }
 
@@ -295,8 +302,18 @@ pub fn fftconv(
 ) -> [Record; 2] {
     let mut r = rand::rngs::StdRng::seed_from_u64(3);
     let u: Vec<f32> = (0..b * h * len).map(|_| r.random::<f32>() - 0.5).collect();
-    let k: Vec<f32> = (0..h * len).map(|_| r.random::<f32>() - 0.5).collect();
     let mut conv = FftConv::<f32>::new(len);
+    // a causal kernel on the FFT grid [H, n]: K in the first L taps, zeros after
+    let nf = conv.fft_len();
+    let k: Vec<f32> = (0..h * nf)
+        .map(|i| {
+            if i % nf < len {
+                r.random::<f32>() - 0.5
+            } else {
+                0.0
+            }
+        })
+        .collect();
     let n = conv.fft_len() as f64;
     let per = 2.5 * n * n.log2();
     let mut y = Vec::new();
@@ -423,6 +440,11 @@ pub fn recurrent_step(layers: usize, h: usize, n: usize, batch: usize, secs: f64
         t += 1;
     });
     std::hint::black_box(sink);
+    // what one step must read, f32, per layer: the output projection [2H, H] + bias, D and the norm's
+    // γ, β; the diagonal recurrence's 6 coefficient arrays [H, M]; its state [H, M] complex per stream
+    // (read and written). Encoder and decoder are a few hundred values.
+    let hm = h * n / 2;
+    let bytes = 4.0 * (layers * (2 * h * h + 5 * h + 6 * hm + 4 * hm * batch)) as f64;
     let mut rec = record(
         "recurrent_step",
         format!("S4D {layers}×H{h} N{n} GLU batch={batch}"),
@@ -430,7 +452,24 @@ pub fn recurrent_step(layers: usize, h: usize, n: usize, batch: usize, secs: f64
         r,
     );
     rec.tokens_per_s = Some(batch as f64 / rec.median_s);
+    rec.bytes = Some(bytes);
+    rec.read_gbps = Some(read_bandwidth(bytes as usize));
     rec
+}
+
+/// Single-core read bandwidth (GB/s) over a buffer of `bytes` read again and again, with the access
+/// pattern of the recurrent step (matrix-vector products over rows of 256 f32).
+pub fn read_bandwidth(bytes: usize) -> f64 {
+    let cols = 256;
+    let rows = (bytes / 4).div_ceil(cols).max(1);
+    let w: Vec<f32> = (0..rows * cols).map(|i| (i % 13) as f32 * 0.01).collect();
+    let x = vec![0.5f32; cols];
+    let mut y = vec![0f32; rows];
+    let (t, _, _) = time_it(20, 0.5, || {
+        <f32 as crate::float::Float>::gemv(&w, None, &x, &mut y);
+        std::hint::black_box(&y);
+    });
+    (rows * cols * 4) as f64 / t / 1e9
 }
 
 /// One S5 layer (ZOH, P states, H channels, default scan) on `[b, h, len]`: forward + backward of
