@@ -505,3 +505,34 @@ pub fn s5_layer(b: usize, h: usize, p: usize, len: usize, threads: usize, secs: 
         t,
     )
 }
+
+/// The S4 (DPLR, LegS, rank 1) kernel of `h` channels, state size `n`, length `len`: forward, and
+/// forward + backward (Cauchy kernel + Woodbury at L/2 + 1 frequencies, then an inverse FFT).
+pub fn s4_kernel(h: usize, n: usize, len: usize, threads: usize, secs: f64) -> [Record; 2] {
+    use crate::s4::{DplrInit, S4Config, S4Kernel, StepMode};
+    let mut r = rand::rngs::StdRng::seed_from_u64(6);
+    let mut store = ParamStore::<f32>::new();
+    let cfg = S4Config {
+        channels: h,
+        state_size: n,
+        n_ssm: 1,
+        init: DplrInit::Legs,
+        dt_min: 1e-3,
+        dt_max: 1e-1,
+        bidirectional: false,
+        step_mode: StepMode::Linear,
+    };
+    let mut kern = S4Kernel::new(&mut store, "k", cfg, &mut r).expect("valid S4 config");
+    let dk: Vec<f32> = (0..h * len).map(|_| r.random::<f32>() - 0.5).collect();
+    let mut k = Vec::new();
+    let shape = format!("H={h} N={n} L={len}");
+    reset_peak_rss();
+    let f = time_it(3, secs, || kern.forward(&store, len, &mut k));
+    let fwd = record("s4_kernel_fwd", shape.clone(), threads, f);
+    reset_peak_rss();
+    let fb = time_it(3, secs, || {
+        kern.forward(&store, len, &mut k);
+        kern.backward(&mut store, &dk);
+    });
+    [fwd, record("s4_kernel_fwd_bwd", shape, threads, fb)]
+}

@@ -149,6 +149,19 @@ struct Full<T> {
     left: Vec<Vec<Cx<T>>>,
     /// Columns ρ: B, then Pⱼ (each N).
     right: Vec<Vec<Cx<T>>>,
+    /// The same as separate real and imaginary arrays (Λ, and ℓ_a ρ_b for every pair a·nr + b),
+    /// so the Cauchy sums run as vector loops.
+    lam_re: Vec<T>,
+    lam_im: Vec<T>,
+    lr_re: Vec<Vec<T>>,
+    lr_im: Vec<Vec<T>>,
+}
+
+/// Per-thread scratch of the Cauchy sums: `D_n = 1/((1 − ω) − g λ_n)` at the current frequency.
+#[derive(Default)]
+struct CauchyBuf<T> {
+    d_re: Vec<T>,
+    d_im: Vec<T>,
 }
 
 /// Per-frequency intermediate values of the Woodbury kernel.
@@ -206,23 +219,46 @@ fn small_solve<T: Float>(m: &[Vec<Cx<T>>], y: &[Cx<T>], conj_t: bool) -> Vec<Cx<
 }
 
 impl<T: Float> Full<T> {
-    /// `K̂(ω)` and what its backward needs.
-    fn freq(&self, omega: C64) -> Freq<T> {
+    /// `K̂(ω)` and what its backward needs; leaves `D_n` in `buf` (for [`Full::backward_freq`]).
+    ///
+    /// ```text
+    /// D_n = 1/((1 − ω) − g λ_n)   (one vector loop),   S_ab = Σ_n ℓ_a,n ρ_b,n D_n   (four dot products each)
+    /// ```
+    fn freq(&self, omega: C64, buf: &mut CauchyBuf<T>) -> Freq<T> {
         let one = Cx::new(T::one(), T::zero());
         let w = cx::<T>(omega);
         let g = (one + w) * (self.dt / T::of(2.0));
         let n = self.lam.len();
         let (nl, nr) = (self.left.len(), self.right.len());
-        let mut s = vec![vec![Cx::new(T::zero(), T::zero()); nr]; nl];
-        for i in 0..n {
-            let d = one / ((one - w) - g * self.lam[i]);
-            for (a, row) in s.iter_mut().enumerate() {
-                let ld = self.left[a][i] * d;
-                for (b, v) in row.iter_mut().enumerate() {
-                    *v += ld * self.right[b][i];
-                }
-            }
+        let e = one - w;
+        buf.d_re.resize(n, T::zero());
+        buf.d_im.resize(n, T::zero());
+        for (((dr, di), lr), li) in buf
+            .d_re
+            .iter_mut()
+            .zip(buf.d_im.iter_mut())
+            .zip(&self.lam_re)
+            .zip(&self.lam_im)
+        {
+            let den_r = e.re - (g.re * *lr - g.im * *li);
+            let den_i = e.im - (g.re * *li + g.im * *lr);
+            let inv = T::one() / (den_r * den_r + den_i * den_i);
+            (*dr, *di) = (den_r * inv, -den_i * inv);
         }
+        let (dr, di) = (&buf.d_re, &buf.d_im);
+        let s: Vec<Vec<Cx<T>>> = (0..nl)
+            .map(|a| {
+                (0..nr)
+                    .map(|b| {
+                        let (vr, vi) = (&self.lr_re[a * nr + b], &self.lr_im[a * nr + b]);
+                        Cx::new(
+                            T::dot(vr, dr) - T::dot(vi, di),
+                            T::dot(vr, di) + T::dot(vi, dr),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
         let r = nr - 1;
         let cap: Vec<Vec<Cx<T>>> = (0..r)
             .map(|i| {
@@ -269,7 +305,8 @@ struct FullGrad<T> {
 }
 
 impl<T: Float> Full<T> {
-    fn backward_freq(&self, f: &Freq<T>, gk: Cx<T>, out: &mut FullGrad<T>) {
+    /// Accumulates the gradients at one frequency (after [`Full::freq`] left `D_n` in `buf`).
+    fn backward_freq(&self, f: &Freq<T>, buf: &CauchyBuf<T>, gk: Cx<T>, out: &mut FullGrad<T>) {
         let one = Cx::new(T::one(), T::zero());
         let zero = Cx::new(T::zero(), T::zero());
         let dt = self.dt;
@@ -296,32 +333,61 @@ impl<T: Float> Full<T> {
                 }
             }
         }
+        // per mode n (vector loops over n; D_n from `freq`):
+        //   acc_a = Σ_b conj(ρ_b) gS_ab,  tmp_b = Σ_a conj(ℓ_a) gS_ab,  g_D = Σ_a conj(ℓ_a) acc_a
+        //   gℓ_a += conj(D) acc_a,  gρ_b += conj(D) tmp_b,  gλ += conj(g D²) g_D,  g_g += Σ conj(λ D²) g_D
         let n = self.lam.len();
-        let mut tmp_r = vec![zero; nr];
-        for i in 0..n {
-            let d = one / ((one - f.omega) - f.g * self.lam[i]);
-            let dc = d.conj();
-            // Σ_a ℓ̄_a g_S_ab (for the columns) and the D gradient
-            tmp_r.iter_mut().for_each(|v| *v = zero);
-            let mut g_d = zero;
-            for a in 0..nl {
-                let lc = self.left[a][i].conj();
-                let mut acc = zero;
-                for b in 0..nr {
-                    let gab = gs[a][b];
-                    tmp_r[b] += lc * gab;
-                    acc += self.right[b][i].conj() * gab;
-                }
-                out.left[a][i] += dc * acc;
-                g_d += lc * acc;
-            }
+        let d: Vec<Cx<T>> = buf
+            .d_re
+            .iter()
+            .zip(&buf.d_im)
+            .map(|(r, i)| Cx::new(*r, *i))
+            .collect();
+        let mut g_dv = vec![zero; n];
+        let mut tmp = vec![zero; n];
+        for a in 0..nl {
+            tmp.iter_mut().for_each(|v| *v = zero);
             for b in 0..nr {
-                out.right[b][i] += dc * tmp_r[b];
+                let gab = gs[a][b];
+                for (t, rho) in tmp.iter_mut().zip(&self.right[b]) {
+                    *t += rho.conj() * gab;
+                }
             }
-            let d2 = d * d;
-            out.lam[i] += (f.g * d2).conj() * g_d;
-            g_g += (self.lam[i] * d2).conj() * g_d;
+            for (((o, t), dd), (gd, l)) in out.left[a]
+                .iter_mut()
+                .zip(&tmp)
+                .zip(&d)
+                .zip(g_dv.iter_mut().zip(&self.left[a]))
+            {
+                *o += dd.conj() * *t;
+                *gd += l.conj() * *t;
+            }
         }
+        for b in 0..nr {
+            tmp.iter_mut().for_each(|v| *v = zero);
+            for a in 0..nl {
+                let gab = gs[a][b];
+                for (t, l) in tmp.iter_mut().zip(&self.left[a]) {
+                    *t += l.conj() * gab;
+                }
+            }
+            for ((o, t), dd) in out.right[b].iter_mut().zip(&tmp).zip(&d) {
+                *o += dd.conj() * *t;
+            }
+        }
+        let mut gg = [zero; 4];
+        for (i, ((o, dd), (gd, lam))) in out
+            .lam
+            .iter_mut()
+            .zip(&d)
+            .zip(g_dv.iter().zip(&self.lam))
+            .enumerate()
+        {
+            let d2 = *dd * *dd;
+            *o += (f.g * d2).conj() * *gd;
+            gg[i % 4] += (*lam * d2).conj() * *gd;
+        }
+        g_g += (gg[0] + gg[1]) + (gg[2] + gg[3]);
         // g = (Δ/2)(1 + ω)
         out.dt += (g_g.conj() * (one + f.omega) / T::of(2.0)).re.f64();
     }
@@ -489,11 +555,35 @@ impl<T: Float> S4Kernel<T> {
             left.push(comp(&pc));
             right.push(comp(row));
         }
+        let lam = comp(&sys.lambda);
+        let nr = right.len();
+        let pairs = left.len() * nr;
+        let prod = |k: usize| -> Vec<Cx<T>> {
+            let (a, b) = (k / nr, k % nr);
+            left[a]
+                .iter()
+                .zip(&right[b])
+                .map(|(l, r)| *l * *r)
+                .collect()
+        };
+        let (lr_re, lr_im): (Vec<Vec<T>>, Vec<Vec<T>>) = (0..pairs)
+            .map(|k| {
+                let v = prod(k);
+                (
+                    v.iter().map(|z| z.re).collect(),
+                    v.iter().map(|z| z.im).collect(),
+                )
+            })
+            .unzip();
         Full {
             dt: T::of(dt),
-            lam: comp(&sys.lambda),
+            lam_re: lam.iter().map(|z| z.re).collect(),
+            lam_im: lam.iter().map(|z| z.im).collect(),
+            lam,
             left,
             right,
+            lr_re,
+            lr_im,
         }
     }
 
@@ -536,7 +626,11 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
                     sys.c_tilde(dt, lk).expect("validated system")
                 });
                 let full = self.full(store, d, hh, ct.as_deref());
-                let mut spec: Vec<Cx<T>> = omegas.iter().map(|&w| full.freq(w).khat).collect();
+                let mut buf = CauchyBuf::default();
+                let mut spec: Vec<Cx<T>> = omegas
+                    .iter()
+                    .map(|&w| full.freq(w, &mut buf).khat)
+                    .collect();
                 spec[0].im = T::zero();
                 if lk.is_multiple_of(2) {
                     let last = spec.len() - 1;
@@ -590,6 +684,7 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
                     right: vec![vec![zero; n]; r + 1],
                 };
                 let last = spec.len() - 1;
+                let mut buf = CauchyBuf::default();
                 for (kk, &w) in omegas.iter().enumerate() {
                     let edge = kk == 0 || (kl.is_multiple_of(2) && kk == last);
                     let c = if edge { 1.0 } else { 2.0 };
@@ -597,8 +692,8 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
                     if edge {
                         gk.im = T::zero();
                     }
-                    let f = full.freq(w);
-                    full.backward_freq(&f, gk, &mut out);
+                    let f = full.freq(w, &mut buf);
+                    full.backward_freq(&f, &buf, gk, &mut out);
                 }
                 out
             })
