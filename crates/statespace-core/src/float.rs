@@ -70,6 +70,24 @@ pub trait Float:
     );
 }
 
+/// `Σ x_i` with 8 partial sums (vectorizes; a plain `.sum()` is one dependent chain).
+#[inline]
+pub fn sum<T: Float>(xs: &[T]) -> T {
+    let mut acc = [T::zero(); 8];
+    let ch = xs.chunks_exact(8);
+    let rest = ch.remainder();
+    for c in ch {
+        for k in 0..8 {
+            acc[k] += c[k];
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for v in rest {
+        s += *v;
+    }
+    s
+}
+
 /// `Σ a_i b_i` with 8 partial sums (the portable path of [`Float::dot`]).
 #[inline]
 pub fn dot_generic<T: num_traits::Float>(a: &[T], b: &[T]) -> T {

@@ -154,10 +154,7 @@ impl<T: Float> Linear<T> {
                 .map(|o| {
                     (0..batch)
                         .map(|b| {
-                            dy[(b * cout + o) * len..(b * cout + o + 1) * len]
-                                .iter()
-                                .copied()
-                                .sum::<T>()
+                            crate::float::sum(&dy[(b * cout + o) * len..(b * cout + o + 1) * len])
                         })
                         .sum::<T>()
                 })
@@ -391,12 +388,17 @@ impl<T: Float> LayerNorm<T> {
                 let mut dbt = vec![T::zero(); c];
                 for ch in 0..c {
                     let g = gamma[ch];
-                    for l in 0..len {
-                        let (d, h) = (dyb[ch * len + l], hb[ch * len + l]);
-                        dg[ch] += d * h;
-                        dbt[ch] += d;
-                        m1[l] += g * d;
-                        m2[l] += g * d * h;
+                    let (dr, hr) = (
+                        &dyb[ch * len..(ch + 1) * len],
+                        &hb[ch * len..(ch + 1) * len],
+                    );
+                    // reductions over l (SIMD dot products), then elementwise sums over channels
+                    dg[ch] = T::dot(dr, hr);
+                    dbt[ch] = crate::float::sum(dr);
+                    for ((a, b), (d, h)) in m1.iter_mut().zip(m2.iter_mut()).zip(dr.iter().zip(hr))
+                    {
+                        *a += g * *d;
+                        *b += g * *d * *h;
                     }
                 }
                 for ch in 0..c {

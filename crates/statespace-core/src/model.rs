@@ -707,11 +707,7 @@ impl<T: Float> SsmLayer<T> {
                     (0..batch)
                         .map(|b| {
                             let r = (b * h + ch) * len..(b * h + ch + 1) * len;
-                            g2[r.clone()]
-                                .iter()
-                                .zip(&u[r])
-                                .map(|(g, u)| *g * *u)
-                                .sum::<T>()
+                            T::dot(&g2[r.clone()], &u[r])
                         })
                         .sum::<T>()
                 })
