@@ -162,17 +162,70 @@ struct Full<T> {
 struct CauchyBuf<T> {
     d_re: Vec<T>,
     d_im: Vec<T>,
+    /// The same D_n as complex numbers, and two work rows for the backward.
+    d: Vec<Cx<T>>,
+    g_d: Vec<Cx<T>>,
+    tmp: Vec<Cx<T>>,
 }
 
-/// Per-frequency intermediate values of the Woodbury kernel.
+/// Largest rank of the low-rank term (LegT has 2; the rest 1): the per-frequency Woodbury values
+/// live in fixed arrays, so the frequency loop allocates nothing.
+const RMAX: usize = 2;
+
+/// Per-frequency intermediate values of the Woodbury kernel (`s` is `(r+1) × (r+1)`, `cap` `r × r`).
 struct Freq<T> {
     omega: Cx<T>,
     g: Cx<T>,
     khat: Cx<T>,
-    s: Vec<Vec<Cx<T>>>,
-    cap: Vec<Vec<Cx<T>>>,
-    x: Vec<Cx<T>>,
+    s: [[Cx<T>; RMAX + 1]; RMAX + 1],
+    cap: [[Cx<T>; RMAX]; RMAX],
+    x: [Cx<T>; RMAX],
     corr: Cx<T>,
+}
+
+/// [`small_solve`] for `r ≤ RMAX` on fixed arrays.
+fn solve_fixed<T: Float>(
+    m: &[[Cx<T>; RMAX]; RMAX],
+    y: &[Cx<T>; RMAX],
+    r: usize,
+    conj_t: bool,
+) -> [Cx<T>; RMAX] {
+    let zero = Cx::new(T::zero(), T::zero());
+    let mut a = [[zero; RMAX]; RMAX];
+    for i in 0..r {
+        for j in 0..r {
+            a[i][j] = if conj_t { m[j][i].conj() } else { m[i][j] };
+        }
+    }
+    let mut b = *y;
+    for col in 0..r {
+        let mut piv = col;
+        for i in col + 1..r {
+            if a[i][col].norm_sqr() > a[piv][col].norm_sqr() {
+                piv = i;
+            }
+        }
+        a.swap(col, piv);
+        b.swap(col, piv);
+        for row in col + 1..r {
+            let f = a[row][col] / a[col][col];
+            for k in col..r {
+                let v = a[col][k];
+                a[row][k] -= f * v;
+            }
+            let v = b[col];
+            b[row] -= f * v;
+        }
+    }
+    let mut x = [zero; RMAX];
+    for row in (0..r).rev() {
+        let mut s = b[row];
+        for k in row + 1..r {
+            s -= a[row][k] * x[k];
+        }
+        x[row] = s / a[row][row];
+    }
+    x
 }
 
 /// Solves `m x = y` for a small dense complex system (partial pivoting); `conj_t` solves with `mᴴ`.
@@ -245,44 +298,33 @@ impl<T: Float> Full<T> {
             let inv = T::one() / (den_r * den_r + den_i * den_i);
             (*dr, *di) = (den_r * inv, -den_i * inv);
         }
+        buf.d.clear();
+        buf.d
+            .extend(buf.d_re.iter().zip(&buf.d_im).map(|(r, i)| Cx::new(*r, *i)));
         let (dr, di) = (&buf.d_re, &buf.d_im);
-        let s: Vec<Vec<Cx<T>>> = (0..nl)
-            .map(|a| {
-                (0..nr)
-                    .map(|b| {
-                        let (vr, vi) = (&self.lr_re[a * nr + b], &self.lr_im[a * nr + b]);
-                        Cx::new(
-                            T::dot(vr, dr) - T::dot(vi, di),
-                            T::dot(vr, di) + T::dot(vi, dr),
-                        )
-                    })
-                    .collect()
-            })
-            .collect();
+        let zero = Cx::new(T::zero(), T::zero());
+        let mut s = [[zero; RMAX + 1]; RMAX + 1];
+        for (a, row) in s.iter_mut().enumerate().take(nl) {
+            for (b, v) in row.iter_mut().enumerate().take(nr) {
+                let (vr, vi) = (&self.lr_re[a * nr + b], &self.lr_im[a * nr + b]);
+                *v = Cx::new(
+                    T::dot(vr, dr) - T::dot(vi, di),
+                    T::dot(vr, di) + T::dot(vi, dr),
+                );
+            }
+        }
         let r = nr - 1;
-        let cap: Vec<Vec<Cx<T>>> = (0..r)
-            .map(|i| {
-                (0..r)
-                    .map(|j| {
-                        let e = if i == j {
-                            one
-                        } else {
-                            Cx::new(T::zero(), T::zero())
-                        };
-                        e + g * s[i + 1][j + 1]
-                    })
-                    .collect()
-            })
-            .collect();
-        let spb: Vec<Cx<T>> = (0..r).map(|i| s[i + 1][0]).collect();
-        let x = if r > 0 {
-            small_solve(&cap, &spb, false)
-        } else {
-            vec![]
-        };
-        let corr = (0..r).fold(Cx::new(T::zero(), T::zero()), |acc, j| {
-            acc + s[0][j + 1] * x[j]
-        });
+        let mut cap = [[zero; RMAX]; RMAX];
+        let mut spb = [zero; RMAX];
+        for i in 0..r {
+            for j in 0..r {
+                let e = if i == j { one } else { zero };
+                cap[i][j] = e + g * s[i + 1][j + 1];
+            }
+            spb[i] = s[i + 1][0];
+        }
+        let x = solve_fixed(&cap, &spb, r, false);
+        let corr = (0..r).fold(zero, |acc, j| acc + s[0][j + 1] * x[j]);
         let khat = (s[0][0] - g * corr) * self.dt;
         Freq {
             omega: w,
@@ -306,7 +348,7 @@ struct FullGrad<T> {
 
 impl<T: Float> Full<T> {
     /// Accumulates the gradients at one frequency (after [`Full::freq`] left `D_n` in `buf`).
-    fn backward_freq(&self, f: &Freq<T>, buf: &CauchyBuf<T>, gk: Cx<T>, out: &mut FullGrad<T>) {
+    fn backward_freq(&self, f: &Freq<T>, buf: &mut CauchyBuf<T>, gk: Cx<T>, out: &mut FullGrad<T>) {
         let one = Cx::new(T::one(), T::zero());
         let zero = Cx::new(T::zero(), T::zero());
         let dt = self.dt;
@@ -314,7 +356,7 @@ impl<T: Float> Full<T> {
         let r = nr - 1;
         // K̂ = Δ (S_cb − g·corr)
         out.dt += (gk.conj() * f.khat / dt).re.f64();
-        let mut gs = vec![vec![zero; nr]; nl];
+        let mut gs = [[zero; RMAX + 1]; RMAX + 1];
         gs[0][0] = gk * dt;
         let g_corr = -(f.g.conj() * gk) * dt;
         let mut g_g = -(f.corr.conj() * gk) * dt;
@@ -322,8 +364,11 @@ impl<T: Float> Full<T> {
             for j in 0..r {
                 gs[0][j + 1] = f.x[j].conj() * g_corr;
             }
-            let gx: Vec<Cx<T>> = (0..r).map(|j| f.s[0][j + 1].conj() * g_corr).collect();
-            let y = small_solve(&f.cap, &gx, true);
+            let mut gx = [zero; RMAX];
+            for j in 0..r {
+                gx[j] = f.s[0][j + 1].conj() * g_corr;
+            }
+            let y = solve_fixed(&f.cap, &gx, r, true);
             for i in 0..r {
                 gs[i + 1][0] = y[i];
                 for j in 0..r {
@@ -337,14 +382,12 @@ impl<T: Float> Full<T> {
         //   acc_a = Σ_b conj(ρ_b) gS_ab,  tmp_b = Σ_a conj(ℓ_a) gS_ab,  g_D = Σ_a conj(ℓ_a) acc_a
         //   gℓ_a += conj(D) acc_a,  gρ_b += conj(D) tmp_b,  gλ += conj(g D²) g_D,  g_g += Σ conj(λ D²) g_D
         let n = self.lam.len();
-        let d: Vec<Cx<T>> = buf
-            .d_re
-            .iter()
-            .zip(&buf.d_im)
-            .map(|(r, i)| Cx::new(*r, *i))
-            .collect();
-        let mut g_dv = vec![zero; n];
-        let mut tmp = vec![zero; n];
+        let CauchyBuf {
+            d, g_d: g_dv, tmp, ..
+        } = buf;
+        g_dv.clear();
+        g_dv.resize(n, zero);
+        tmp.resize(n, zero);
         for a in 0..nl {
             tmp.iter_mut().for_each(|v| *v = zero);
             for b in 0..nr {
@@ -355,8 +398,8 @@ impl<T: Float> Full<T> {
             }
             for (((o, t), dd), (gd, l)) in out.left[a]
                 .iter_mut()
-                .zip(&tmp)
-                .zip(&d)
+                .zip(tmp.iter())
+                .zip(d.iter())
                 .zip(g_dv.iter_mut().zip(&self.left[a]))
             {
                 *o += dd.conj() * *t;
@@ -371,7 +414,7 @@ impl<T: Float> Full<T> {
                     *t += l.conj() * gab;
                 }
             }
-            for ((o, t), dd) in out.right[b].iter_mut().zip(&tmp).zip(&d) {
+            for ((o, t), dd) in out.right[b].iter_mut().zip(tmp.iter()).zip(d.iter()) {
                 *o += dd.conj() * *t;
             }
         }
@@ -379,7 +422,7 @@ impl<T: Float> Full<T> {
         for (i, ((o, dd), (gd, lam))) in out
             .lam
             .iter_mut()
-            .zip(&d)
+            .zip(d.iter())
             .zip(g_dv.iter().zip(&self.lam))
             .enumerate()
         {
@@ -418,6 +461,12 @@ impl<T: Float> S4Kernel<T> {
         let dirs = if cfg.bidirectional { 2 } else { 1 };
         let dplr = Dplr::from_measure(cfg.init.measure(), n).map_err(|e| e.to_string())?;
         let rank = dplr.p.len();
+        if rank > RMAX {
+            return Err(format!(
+                "S4: the {:?} measure has a rank-{rank} correction; the kernel supports rank ≤ {RMAX}",
+                cfg.init
+            ));
+        }
         let dts =
             inits::log_uniform_dt(h, cfg.dt_min, cfg.dt_max, rng).map_err(|e| e.to_string())?;
         let c = inits::complex_normal(dirs * h * m, rng);
@@ -693,7 +742,7 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
                         gk.im = T::zero();
                     }
                     let f = full.freq(w, &mut buf);
-                    full.backward_freq(&f, &buf, gk, &mut out);
+                    full.backward_freq(&f, &mut buf, gk, &mut out);
                 }
                 out
             })
