@@ -138,9 +138,10 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
         print_scaling(&rows);
     }
     if has("step") {
-        for batch in [1, 16] {
-            run_case(&format!("recurrent step batch {batch}"), &mut || {
-                let r = bench::recurrent_step(6, 256, 64, batch, a.secs);
+        // the shape at batch 1 and 16, and a narrower stack whose weights fit in L2
+        for (h, batch) in [(256, 1), (256, 16), (128, 1)] {
+            run_case(&format!("recurrent step H={h} batch {batch}"), &mut || {
+                let r = bench::recurrent_step(6, h, 64, batch, a.secs);
                 if let (Some(b), Some(g)) = (r.bytes, r.read_gbps) {
                     println!(
                         "  (reads ≥ {:.2} MB per step; one core reads a buffer that size at {g:.1} GB/s ⇒ floor {})",
