@@ -3,22 +3,12 @@ K = 2 Re Σ_m C̃_m exp(ΔA_m l), forward and jit(value_and_grad) with respect t
 
     python jax_s4d.py --h 256 --m 64 --l 4096
 """
-import argparse, json, math, os, resource, time
+import argparse, json, math, os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+from common import peak_rss_mib, timeit
 import jax
 import jax.numpy as jnp
-
-
-def timeit(fn, min_reps=5, min_secs=2.0):
-    fn()
-    ts, t0 = [], time.perf_counter()
-    while len(ts) < min_reps or time.perf_counter() - t0 < min_secs:
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    ts.sort()
-    return ts[len(ts) // 2], ts[0], len(ts)
 
 
 def kernel(params, l):
@@ -54,7 +44,7 @@ def main():
     tb = timeit(lambda: jax.block_until_ready(both(params)), min_secs=a.secs)
     shape = f"H={h} M={m} (N={2 * m}) L={l}"
     peer = "jax " + jax.__version__
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    rss = peak_rss_mib()
     for name, t in (("s4d_kernel_fwd", tf), ("s4d_kernel_fwd_bwd", tb)):
         print(json.dumps(dict(name=name, shape=shape, median_s=t[0], min_s=t[1], reps=t[2], peer=peer,
                               peak_rss_mib=rss)))

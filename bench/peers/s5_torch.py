@@ -3,22 +3,12 @@
 
     python s5_torch.py --b 16 --h 128 --p 64 --l 1024
 """
-import argparse, json, resource, time, warnings
+import argparse, json, warnings
 
 warnings.filterwarnings("ignore")
+from common import peak_rss_mib, timeit
 import torch
 from s5 import S5
-
-
-def timeit(fn, min_reps=3, min_secs=2.0):
-    fn()
-    ts, t0 = [], time.perf_counter()
-    while len(ts) < min_reps or time.perf_counter() - t0 < min_secs:
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    ts.sort()
-    return ts[len(ts) // 2], ts[0], len(ts)
 
 
 def main():
@@ -43,7 +33,7 @@ def main():
     t = timeit(step, min_secs=a.secs)
     print(json.dumps(dict(name="s5_layer_fwd_bwd", shape=f"B={a.b} H={a.h} P={a.p} L={a.l}", median_s=t[0],
                           min_s=t[1], reps=t[2], peer="s5-pytorch (torch " + torch.__version__ + ")",
-                          peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)))
+                          peak_rss_mib=peak_rss_mib())))
 
 
 if __name__ == "__main__":

@@ -6,26 +6,12 @@
 
 Prints one JSON object per case (median seconds, tokens/s, peak RSS). Threads: --threads (default 2).
 """
-import argparse, json, math, resource, time
+import argparse, json, math
 
+from common import peak_rss_mib, timeit
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-
-def timeit(fn, min_reps=5, min_secs=2.0):
-    fn()
-    ts, t0 = [], time.perf_counter()
-    while len(ts) < min_reps or time.perf_counter() - t0 < min_secs:
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    ts.sort()
-    return ts[len(ts) // 2], ts[0], len(ts)
-
-
-def peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 class S4DKernel(nn.Module):

@@ -2,12 +2,12 @@
 //! and L; FFT convolution; a full training step; the recurrent step per token.
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng};
-use statespace_core::bench::{s4d_kernel_setup, train_model};
+use statespace_core::bench::{bench_optim, s4d_kernel_setup, stream_model, train_model};
 use statespace_core::fftconv::FftConv;
 use statespace_core::kernel::SequenceKernel;
 use statespace_core::layers;
 use statespace_core::model::Input;
-use statespace_core::optim::{AdamW, OptimConfig};
+use statespace_core::optim::AdamW;
 
 fn kernel(c: &mut Criterion) {
     let mut g = c.benchmark_group("s4d_kernel");
@@ -78,16 +78,7 @@ fn train_step(c: &mut Criterion) {
         let x: Vec<f32> = (0..b * l).map(|_| r.random::<f32>() - 0.5).collect();
         let labels: Vec<u32> = (0..b as u32).map(|i| i % 10).collect();
         let mut opt = AdamW::new(&model.store);
-        let ocfg = OptimConfig {
-            lr: 1e-3,
-            weight_decay: 0.01,
-            ssm_a: Default::default(),
-            ssm_b: Default::default(),
-            ssm_dt: Default::default(),
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        };
+        let ocfg = bench_optim();
         let mut dout = Vec::new();
         g.throughput(Throughput::Elements((b * l) as u64));
         g.bench_function(
@@ -107,28 +98,9 @@ fn train_step(c: &mut Criterion) {
 }
 
 fn recurrent_step(c: &mut Criterion) {
-    use statespace_core::layers::Pool;
-    use statespace_core::model::{IoShape, LayerKind, Model, ModelConfig};
     let mut g = c.benchmark_group("recurrent_step");
     for batch in [1usize, 16] {
-        let cfg = ModelConfig {
-            kind: LayerKind::S4d,
-            d_model: 256,
-            n_layers: 6,
-            d_state: 64,
-            glu: true,
-            pool: Pool::Last,
-            l_max: 1024,
-            ..ModelConfig::default()
-        };
-        let io = IoShape {
-            d_input: 1,
-            vocab: 0,
-            d_output: 10,
-            pair: false,
-        };
-        let m = Model::<f32>::new(&cfg, io, &mut rand::rngs::StdRng::seed_from_u64(0))
-            .expect("valid model");
+        let m = stream_model(6, 256, 64);
         let mut st = m.stream(batch).expect("causal model");
         let x = vec![0.1f32; batch];
         g.throughput(Throughput::Elements(batch as u64));

@@ -359,6 +359,42 @@ pub fn train_model(layers: usize, h: usize, n: usize, len: usize) -> Model<f32> 
     Model::<f32>::new(&cfg, io, &mut rand::rngs::StdRng::seed_from_u64(0)).expect("valid model")
 }
 
+/// AdamW settings of the training-step benchmarks (lr 1e-3, weight decay 0.01, default SSM groups).
+pub fn bench_optim() -> OptimConfig {
+    OptimConfig {
+        lr: 1e-3,
+        weight_decay: 0.01,
+        ssm_a: Default::default(),
+        ssm_b: Default::default(),
+        ssm_dt: Default::default(),
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    }
+}
+
+/// The causal model of the recurrent-step benchmark: S4D, `layers` × H `h`, state size `n`, GLU,
+/// one real input, 10 outputs from the last position.
+pub fn stream_model(layers: usize, h: usize, n: usize) -> Model<f32> {
+    let cfg = ModelConfig {
+        kind: LayerKind::S4d,
+        d_model: h,
+        n_layers: layers,
+        d_state: n,
+        glu: true,
+        pool: Pool::Last,
+        l_max: 1024,
+        ..ModelConfig::default()
+    };
+    let io = IoShape {
+        d_input: 1,
+        vocab: 0,
+        d_output: 10,
+        pair: false,
+    };
+    Model::<f32>::new(&cfg, io, &mut rand::rngs::StdRng::seed_from_u64(0)).expect("valid model")
+}
+
 /// One full training step (forward, cross-entropy, backward, AdamW) of [`train_model`] on a batch
 /// `[b, 1, len]`. FLOPs are not counted (many small terms); tokens/s = b·len / time.
 #[allow(clippy::too_many_arguments)]
@@ -378,16 +414,7 @@ pub fn train_step(
     let x: Vec<f32> = (0..b * len).map(|_| r.random::<f32>() - 0.5).collect();
     let labels: Vec<u32> = (0..b as u32).map(|i| i % 10).collect();
     let mut opt = AdamW::new(&model.store);
-    let ocfg = OptimConfig {
-        lr: 1e-3,
-        weight_decay: 0.01,
-        ssm_a: Default::default(),
-        ssm_b: Default::default(),
-        ssm_dt: Default::default(),
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-    };
+    let ocfg = bench_optim();
     let mut dout = Vec::new();
     let mut step = 0u64;
     let t = time_it(min_reps, secs, || {
@@ -412,24 +439,7 @@ pub fn train_step(
 /// `batch`, on the calling thread: seconds per step; `tokens_per_s` counts every stream.
 pub fn recurrent_step(layers: usize, h: usize, n: usize, batch: usize, secs: f64) -> Record {
     reset_peak_rss();
-    let cfg = ModelConfig {
-        kind: LayerKind::S4d,
-        d_model: h,
-        n_layers: layers,
-        d_state: n,
-        glu: true,
-        pool: Pool::Last,
-        l_max: 1024,
-        ..ModelConfig::default()
-    };
-    let io = IoShape {
-        d_input: 1,
-        vocab: 0,
-        d_output: 10,
-        pair: false,
-    };
-    let m = Model::<f32>::new(&cfg, io, &mut rand::rngs::StdRng::seed_from_u64(0))
-        .expect("valid model");
+    let m = stream_model(layers, h, n);
     let mut st = m.stream(batch).expect("causal model");
     let mut x = vec![0.0f32; batch];
     let mut t = 0usize;
