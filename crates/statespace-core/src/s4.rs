@@ -344,6 +344,10 @@ struct FullGrad<T> {
     lam: Vec<Cx<T>>,
     left: Vec<Vec<Cx<T>>>,
     right: Vec<Vec<Cx<T>>>,
+    /// Over the frequencies, per pair a·nr + b: `T_ab,n = Σ_ω conj(D_n) gS_ab`, `U_ab,n = Σ_ω conj(g D_n²) gS_ab`
+    /// (the mode gradients are these times ℓ, ρ, fixed across ω: combined once in [`Full::finish_grad`]).
+    t: Vec<Vec<Cx<T>>>,
+    u: Vec<Vec<Cx<T>>>,
 }
 
 impl<T: Float> Full<T> {
@@ -378,61 +382,60 @@ impl<T: Float> Full<T> {
                 }
             }
         }
-        // per mode n (vector loops over n; D_n from `freq`):
-        //   acc_a = Σ_b conj(ρ_b) gS_ab,  tmp_b = Σ_a conj(ℓ_a) gS_ab,  g_D = Σ_a conj(ℓ_a) acc_a
-        //   gℓ_a += conj(D) acc_a,  gρ_b += conj(D) tmp_b,  gλ += conj(g D²) g_D,  g_g += Σ conj(λ D²) g_D
-        let n = self.lam.len();
+        // per pair (a, b), vector loops over the modes n (D_n from `freq`):
+        //   T_ab += conj(D) gS_ab,  U_ab += conj(g D²) gS_ab,  g_g += gS_ab Σ_n conj(λ_n D_n² ℓ_a,n ρ_b,n)
+        // (gℓ_a = Σ_b conj(ρ_b) T_ab, gρ_b = Σ_a conj(ℓ_a) T_ab, gλ = Σ_ab conj(ℓ_a ρ_b) U_ab at the end)
         let CauchyBuf {
-            d, g_d: g_dv, tmp, ..
+            d, g_d: y, tmp: d2, ..
         } = buf;
-        g_dv.clear();
-        g_dv.resize(n, zero);
-        tmp.resize(n, zero);
+        d2.clear();
+        d2.extend(d.iter().map(|x| *x * *x));
+        // y = λ D²
+        y.clear();
+        y.extend(self.lam.iter().zip(d2.iter()).map(|(l, q)| *l * *q));
+        let gc = f.g.conj();
         for a in 0..nl {
-            tmp.iter_mut().for_each(|v| *v = zero);
             for b in 0..nr {
+                let k = a * nr + b;
                 let gab = gs[a][b];
-                for (t, rho) in tmp.iter_mut().zip(&self.right[b]) {
-                    *t += rho.conj() * gab;
+                let ggab = gc * gab;
+                for ((t, u), (dd, q)) in out.t[k]
+                    .iter_mut()
+                    .zip(out.u[k].iter_mut())
+                    .zip(d.iter().zip(d2.iter()))
+                {
+                    *t += dd.conj() * gab;
+                    *u += q.conj() * ggab;
                 }
-            }
-            for (((o, t), dd), (gd, l)) in out.left[a]
-                .iter_mut()
-                .zip(tmp.iter())
-                .zip(d.iter())
-                .zip(g_dv.iter_mut().zip(&self.left[a]))
-            {
-                *o += dd.conj() * *t;
-                *gd += l.conj() * *t;
-            }
-        }
-        for b in 0..nr {
-            tmp.iter_mut().for_each(|v| *v = zero);
-            for a in 0..nl {
-                let gab = gs[a][b];
-                for (t, l) in tmp.iter_mut().zip(&self.left[a]) {
-                    *t += l.conj() * gab;
+                // Σ_n conj(y_n lr_n) = conj(Σ_n y_n lr_n)
+                let (lr, li) = (&self.lr_re[k], &self.lr_im[k]);
+                let mut acc = [zero; 4];
+                for (i, (yy, (r, im))) in y.iter().zip(lr.iter().zip(li)).enumerate() {
+                    acc[i % 4] += *yy * Cx::new(*r, *im);
                 }
-            }
-            for ((o, t), dd) in out.right[b].iter_mut().zip(tmp.iter()).zip(d.iter()) {
-                *o += dd.conj() * *t;
+                let w = ((acc[0] + acc[1]) + (acc[2] + acc[3])).conj();
+                g_g += gab * w;
             }
         }
-        let mut gg = [zero; 4];
-        for (i, ((o, dd), (gd, lam))) in out
-            .lam
-            .iter_mut()
-            .zip(d.iter())
-            .zip(g_dv.iter().zip(&self.lam))
-            .enumerate()
-        {
-            let d2 = *dd * *dd;
-            *o += (f.g * d2).conj() * *gd;
-            gg[i % 4] += (*lam * d2).conj() * *gd;
-        }
-        g_g += (gg[0] + gg[1]) + (gg[2] + gg[3]);
         // g = (Δ/2)(1 + ω)
         out.dt += (g_g.conj() * (one + f.omega) / T::of(2.0)).re.f64();
+    }
+}
+
+impl<T: Float> Full<T> {
+    /// The mode gradients from the per-pair sums over frequencies (see [`FullGrad`]).
+    fn finish_grad(&self, out: &mut FullGrad<T>) {
+        let (nl, nr) = (self.left.len(), self.right.len());
+        for a in 0..nl {
+            for b in 0..nr {
+                let k = a * nr + b;
+                for (i, (t, u)) in out.t[k].iter().zip(&out.u[k]).enumerate() {
+                    out.left[a][i] += self.right[b][i].conj() * *t;
+                    out.right[b][i] += self.left[a][i].conj() * *t;
+                    out.lam[i] += (self.left[a][i] * self.right[b][i]).conj() * *u;
+                }
+            }
+        }
     }
 }
 
@@ -731,6 +734,8 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
                     lam: vec![zero; n],
                     left: vec![vec![zero; n]; r + 1],
                     right: vec![vec![zero; n]; r + 1],
+                    t: vec![vec![zero; n]; (r + 1) * (r + 1)],
+                    u: vec![vec![zero; n]; (r + 1) * (r + 1)],
                 };
                 let last = spec.len() - 1;
                 let mut buf = CauchyBuf::default();
@@ -744,6 +749,7 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
                     let f = full.freq(w, &mut buf);
                     full.backward_freq(&f, &mut buf, gk, &mut out);
                 }
+                full.finish_grad(&mut out);
                 out
             })
             .collect();
