@@ -157,24 +157,35 @@ struct Full<T> {
     lr_im: Vec<Vec<T>>,
 }
 
-/// Per-thread scratch of the Cauchy sums: `D_n = 1/((1 − ω) − g λ_n)` at the current frequency.
-#[derive(Default)]
-struct CauchyBuf<T> {
-    d_re: Vec<T>,
-    d_im: Vec<T>,
-    /// The same D_n as complex numbers, and two work rows for the backward.
-    d: Vec<Cx<T>>,
-    g_d: Vec<Cx<T>>,
-    tmp: Vec<Cx<T>>,
-}
-
 /// Largest rank of the low-rank term (LegT has 2; the rest 1): the per-frequency Woodbury values
 /// live in fixed arrays, so the frequency loop allocates nothing.
 const RMAX: usize = 2;
 
+/// Per-thread scratch of a sweep over all frequencies of one row (structure of arrays over ω).
+#[derive(Default)]
+struct Sweep<T> {
+    er: Vec<T>,
+    ei: Vec<T>,
+    gr: Vec<T>,
+    gi: Vec<T>,
+    dr: Vec<T>,
+    di: Vec<T>,
+    /// `S_ab(ω)` per pair.
+    sr: Vec<Vec<T>>,
+    si: Vec<Vec<T>>,
+    /// Backward: `gS_ab(ω)` per pair, `g_g(ω)`, and two work rows.
+    gsr: Vec<Vec<T>>,
+    gsi: Vec<Vec<T>>,
+    ggr: Vec<T>,
+    ggi: Vec<T>,
+    pr: Vec<T>,
+    pi: Vec<T>,
+    cr: Vec<T>,
+    ci: Vec<T>,
+}
+
 /// Per-frequency intermediate values of the Woodbury kernel (`s` is `(r+1) × (r+1)`, `cap` `r × r`).
 struct Freq<T> {
-    omega: Cx<T>,
     g: Cx<T>,
     khat: Cx<T>,
     s: [[Cx<T>; RMAX + 1]; RMAX + 1],
@@ -272,48 +283,12 @@ fn small_solve<T: Float>(m: &[Vec<Cx<T>>], y: &[Cx<T>], conj_t: bool) -> Vec<Cx<
 }
 
 impl<T: Float> Full<T> {
-    /// `K̂(ω)` and what its backward needs; leaves `D_n` in `buf` (for [`Full::backward_freq`]).
-    ///
-    /// ```text
-    /// D_n = 1/((1 − ω) − g λ_n)   (one vector loop),   S_ab = Σ_n ℓ_a,n ρ_b,n D_n   (four dot products each)
-    /// ```
-    fn freq(&self, omega: C64, buf: &mut CauchyBuf<T>) -> Freq<T> {
+    /// The Woodbury step at one frequency from its Cauchy sums `s`:
+    /// `K̂ = Δ (S_00 − g S_0r (I + g S_rr)⁻¹ S_r0)`.
+    fn woodbury(&self, g: Cx<T>, s: [[Cx<T>; RMAX + 1]; RMAX + 1]) -> Freq<T> {
         let one = Cx::new(T::one(), T::zero());
-        let w = cx::<T>(omega);
-        let g = (one + w) * (self.dt / T::of(2.0));
-        let n = self.lam.len();
-        let (nl, nr) = (self.left.len(), self.right.len());
-        let e = one - w;
-        buf.d_re.resize(n, T::zero());
-        buf.d_im.resize(n, T::zero());
-        for (((dr, di), lr), li) in buf
-            .d_re
-            .iter_mut()
-            .zip(buf.d_im.iter_mut())
-            .zip(&self.lam_re)
-            .zip(&self.lam_im)
-        {
-            let den_r = e.re - (g.re * *lr - g.im * *li);
-            let den_i = e.im - (g.re * *li + g.im * *lr);
-            let inv = T::one() / (den_r * den_r + den_i * den_i);
-            (*dr, *di) = (den_r * inv, -den_i * inv);
-        }
-        buf.d.clear();
-        buf.d
-            .extend(buf.d_re.iter().zip(&buf.d_im).map(|(r, i)| Cx::new(*r, *i)));
-        let (dr, di) = (&buf.d_re, &buf.d_im);
         let zero = Cx::new(T::zero(), T::zero());
-        let mut s = [[zero; RMAX + 1]; RMAX + 1];
-        for (a, row) in s.iter_mut().enumerate().take(nl) {
-            for (b, v) in row.iter_mut().enumerate().take(nr) {
-                let (vr, vi) = (&self.lr_re[a * nr + b], &self.lr_im[a * nr + b]);
-                *v = Cx::new(
-                    T::dot(vr, dr) - T::dot(vi, di),
-                    T::dot(vr, di) + T::dot(vi, dr),
-                );
-            }
-        }
-        let r = nr - 1;
+        let r = self.right.len() - 1;
         let mut cap = [[zero; RMAX]; RMAX];
         let mut spb = [zero; RMAX];
         for i in 0..r {
@@ -327,7 +302,6 @@ impl<T: Float> Full<T> {
         let corr = (0..r).fold(zero, |acc, j| acc + s[0][j + 1] * x[j]);
         let khat = (s[0][0] - g * corr) * self.dt;
         Freq {
-            omega: w,
             g,
             khat,
             s,
@@ -335,6 +309,75 @@ impl<T: Float> Full<T> {
             x,
             corr,
         }
+    }
+
+    /// Fills `sw` with `e = 1 − ω`, `g = (Δ/2)(1 + ω)` at every frequency and the Cauchy sums
+    /// `S_ab(ω) = Σ_n ℓ_a,n ρ_b,n D_n(ω)`: modes outside, frequencies inside (plain vector loops, no
+    /// reductions).
+    fn cauchy_all(&self, omegas: &[C64], sw: &mut Sweep<T>) {
+        let nw = omegas.len();
+        let half = self.dt / T::of(2.0);
+        let set = |v: &mut Vec<T>, f: &dyn Fn(&C64) -> T| {
+            v.clear();
+            v.extend(omegas.iter().map(f));
+        };
+        set(&mut sw.er, &|w| T::of(1.0 - w.re));
+        set(&mut sw.ei, &|w| T::of(-w.im));
+        set(&mut sw.gr, &|w| half * T::of(1.0 + w.re));
+        set(&mut sw.gi, &|w| half * T::of(w.im));
+        let pairs = self.lr_re.len();
+        sw.sr.resize_with(pairs, Vec::new);
+        sw.si.resize_with(pairs, Vec::new);
+        for v in sw.sr.iter_mut().chain(sw.si.iter_mut()) {
+            v.clear();
+            v.resize(nw, T::zero());
+        }
+        for n in 0..self.lam.len() {
+            self.d_row(n, sw);
+            let Sweep { dr, di, sr, si, .. } = sw;
+            for k in 0..pairs {
+                let (lr, li) = (self.lr_re[k][n], self.lr_im[k][n]);
+                for ((a, b), (x, y)) in sr[k]
+                    .iter_mut()
+                    .zip(si[k].iter_mut())
+                    .zip(dr.iter().zip(di.iter()))
+                {
+                    *a += lr * *x - li * *y;
+                    *b += lr * *y + li * *x;
+                }
+            }
+        }
+    }
+
+    /// `D_n(ω) = 1/(e(ω) − g(ω) λ_n)` at every frequency, into `sw.dr`, `sw.di`.
+    fn d_row(&self, n: usize, sw: &mut Sweep<T>) {
+        let (lr, li) = (self.lam_re[n], self.lam_im[n]);
+        let nw = sw.er.len();
+        sw.dr.resize(nw, T::zero());
+        sw.di.resize(nw, T::zero());
+        for (((dr, di), (er, ei)), (gr, gi)) in sw
+            .dr
+            .iter_mut()
+            .zip(sw.di.iter_mut())
+            .zip(sw.er.iter().zip(&sw.ei))
+            .zip(sw.gr.iter().zip(&sw.gi))
+        {
+            let den_r = *er - (*gr * lr - *gi * li);
+            let den_i = *ei - (*gr * li + *gi * lr);
+            let inv = T::one() / (den_r * den_r + den_i * den_i);
+            (*dr, *di) = (den_r * inv, -den_i * inv);
+        }
+    }
+
+    /// `S` at frequency index `k` of the last [`Full::cauchy_all`].
+    fn s_at(&self, sw: &Sweep<T>, k: usize) -> [[Cx<T>; RMAX + 1]; RMAX + 1] {
+        let nr = self.right.len();
+        let zero = Cx::new(T::zero(), T::zero());
+        let mut s = [[zero; RMAX + 1]; RMAX + 1];
+        for (p, (a, b)) in sw.sr.iter().zip(&sw.si).enumerate() {
+            s[p / nr][p % nr] = Cx::new(a[k], b[k]);
+        }
+        s
     }
 }
 
@@ -351,78 +394,150 @@ struct FullGrad<T> {
 }
 
 impl<T: Float> Full<T> {
-    /// Accumulates the gradients at one frequency (after [`Full::freq`] left `D_n` in `buf`).
-    fn backward_freq(&self, f: &Freq<T>, buf: &mut CauchyBuf<T>, gk: Cx<T>, out: &mut FullGrad<T>) {
+    /// The backward over all frequencies at once (`gks` = ∂ℒ/∂K̂(ω)): the Woodbury part per frequency,
+    /// then per mode n with vector loops over ω:
+    ///
+    /// ```text
+    /// T_ab,n = Σ_ω conj(D_n) gS_ab,   U_ab,n = Σ_ω conj(g D_n²) gS_ab          (dot products over ω)
+    /// g_g(ω) += conj(D_n²(ω)) Σ_ab gS_ab(ω) conj(λ_n ℓ_a,n ρ_b,n)               (elementwise over ω)
+    /// ∂ℒ/∂Δ += Σ_ω Re(conj(g_g) (1 + ω)/2)
+    /// ```
+    fn backward_sweep(
+        &self,
+        omegas: &[C64],
+        gks: &[Cx<T>],
+        sw: &mut Sweep<T>,
+        out: &mut FullGrad<T>,
+    ) {
         let one = Cx::new(T::one(), T::zero());
         let zero = Cx::new(T::zero(), T::zero());
         let dt = self.dt;
-        let (nl, nr) = (self.left.len(), self.right.len());
+        let nr = self.right.len();
         let r = nr - 1;
-        // K̂ = Δ (S_cb − g·corr)
-        out.dt += (gk.conj() * f.khat / dt).re.f64();
-        let mut gs = [[zero; RMAX + 1]; RMAX + 1];
-        gs[0][0] = gk * dt;
-        let g_corr = -(f.g.conj() * gk) * dt;
-        let mut g_g = -(f.corr.conj() * gk) * dt;
-        if r > 0 {
-            for j in 0..r {
-                gs[0][j + 1] = f.x[j].conj() * g_corr;
-            }
-            let mut gx = [zero; RMAX];
-            for j in 0..r {
-                gx[j] = f.s[0][j + 1].conj() * g_corr;
-            }
-            let y = solve_fixed(&f.cap, &gx, r, true);
-            for i in 0..r {
-                gs[i + 1][0] = y[i];
-                for j in 0..r {
-                    let g_cap = -(y[i] * f.x[j].conj());
-                    gs[i + 1][j + 1] = f.g.conj() * g_cap;
-                    g_g += f.s[i + 1][j + 1].conj() * g_cap;
-                }
-            }
+        let pairs = self.lr_re.len();
+        let nw = omegas.len();
+        self.cauchy_all(omegas, sw);
+        sw.gsr.resize_with(pairs, Vec::new);
+        sw.gsi.resize_with(pairs, Vec::new);
+        for v in sw.gsr.iter_mut().chain(sw.gsi.iter_mut()) {
+            v.clear();
+            v.resize(nw, T::zero());
         }
-        // per pair (a, b), vector loops over the modes n (D_n from `freq`):
-        //   T_ab += conj(D) gS_ab,  U_ab += conj(g D²) gS_ab,  g_g += gS_ab Σ_n conj(λ_n D_n² ℓ_a,n ρ_b,n)
-        // (gℓ_a = Σ_b conj(ρ_b) T_ab, gρ_b = Σ_a conj(ℓ_a) T_ab, gλ = Σ_ab conj(ℓ_a ρ_b) U_ab at the end)
-        let CauchyBuf {
-            d, g_d: y, tmp: d2, ..
-        } = buf;
-        d2.clear();
-        d2.extend(d.iter().map(|x| *x * *x));
-        // y = λ D²
-        y.clear();
-        y.extend(self.lam.iter().zip(d2.iter()).map(|(l, q)| *l * *q));
-        let gc = f.g.conj();
-        for a in 0..nl {
-            for b in 0..nr {
-                let k = a * nr + b;
-                let gab = gs[a][b];
-                let ggab = gc * gab;
-                for ((t, u), (dd, q)) in out.t[k]
+        sw.ggr.clear();
+        sw.ggr.resize(nw, T::zero());
+        sw.ggi.clear();
+        sw.ggi.resize(nw, T::zero());
+        // the Woodbury part, frequency by frequency
+        for (k, &gk) in gks.iter().enumerate() {
+            let f = self.woodbury(Cx::new(sw.gr[k], sw.gi[k]), self.s_at(sw, k));
+            // K̂ = Δ (S_00 − g·corr)
+            out.dt += (gk.conj() * f.khat / dt).re.f64();
+            let mut gs = [[zero; RMAX + 1]; RMAX + 1];
+            gs[0][0] = gk * dt;
+            let g_corr = -(f.g.conj() * gk) * dt;
+            let mut g_g = -(f.corr.conj() * gk) * dt;
+            if r > 0 {
+                for j in 0..r {
+                    gs[0][j + 1] = f.x[j].conj() * g_corr;
+                }
+                let mut gx = [zero; RMAX];
+                for j in 0..r {
+                    gx[j] = f.s[0][j + 1].conj() * g_corr;
+                }
+                let y = solve_fixed(&f.cap, &gx, r, true);
+                for i in 0..r {
+                    gs[i + 1][0] = y[i];
+                    for j in 0..r {
+                        let g_cap = -(y[i] * f.x[j].conj());
+                        gs[i + 1][j + 1] = f.g.conj() * g_cap;
+                        g_g += f.s[i + 1][j + 1].conj() * g_cap;
+                    }
+                }
+            }
+            for p in 0..pairs {
+                let v = gs[p / nr][p % nr];
+                (sw.gsr[p][k], sw.gsi[p][k]) = (v.re, v.im);
+            }
+            (sw.ggr[k], sw.ggi[k]) = (g_g.re, g_g.im);
+        }
+        // the mode part, mode by mode
+        for n in 0..self.lam.len() {
+            self.d_row(n, sw);
+            let Sweep {
+                dr,
+                di,
+                gr,
+                gi,
+                gsr,
+                gsi,
+                ggr,
+                ggi,
+                pr,
+                pi,
+                cr,
+                ci,
+                ..
+            } = &mut *sw;
+            // p = conj(g D²)
+            pr.resize(nw, T::zero());
+            pi.resize(nw, T::zero());
+            for ((((a, b), (x, y)), gre), gim) in pr
+                .iter_mut()
+                .zip(pi.iter_mut())
+                .zip(dr.iter().zip(di.iter()))
+                .zip(gr.iter())
+                .zip(gi.iter())
+            {
+                let (qr, qi) = (*x * *x - *y * *y, (*x + *x) * *y);
+                (*a, *b) = (*gre * qr - *gim * qi, -(*gre * qi + *gim * qr));
+            }
+            cr.clear();
+            cr.resize(nw, T::zero());
+            ci.clear();
+            ci.resize(nw, T::zero());
+            let lam = self.lam[n];
+            for p in 0..pairs {
+                let (g_r, g_i) = (&gsr[p], &gsi[p]);
+                // T = Σ conj(D) gS,  U = Σ p gS
+                out.t[p][n] += Cx::new(
+                    T::dot(dr, g_r) + T::dot(di, g_i),
+                    T::dot(dr, g_i) - T::dot(di, g_r),
+                );
+                out.u[p][n] += Cx::new(
+                    T::dot(pr, g_r) - T::dot(pi, g_i),
+                    T::dot(pr, g_i) + T::dot(pi, g_r),
+                );
+                // C(ω) += gS_ab(ω)·conj(λ_n ℓ_a,n ρ_b,n)
+                let c = (lam * Cx::new(self.lr_re[p][n], self.lr_im[p][n])).conj();
+                for ((a, b), (x, y)) in cr
                     .iter_mut()
-                    .zip(out.u[k].iter_mut())
-                    .zip(d.iter().zip(d2.iter()))
+                    .zip(ci.iter_mut())
+                    .zip(g_r.iter().zip(g_i.iter()))
                 {
-                    *t += dd.conj() * gab;
-                    *u += q.conj() * ggab;
+                    *a += *x * c.re - *y * c.im;
+                    *b += *x * c.im + *y * c.re;
                 }
-                // Σ_n conj(y_n lr_n) = conj(Σ_n y_n lr_n)
-                let (lr, li) = (&self.lr_re[k], &self.lr_im[k]);
-                let mut acc = [zero; 4];
-                for (i, (yy, (r, im))) in y.iter().zip(lr.iter().zip(li)).enumerate() {
-                    acc[i % 4] += *yy * Cx::new(*r, *im);
-                }
-                let w = ((acc[0] + acc[1]) + (acc[2] + acc[3])).conj();
-                g_g += gab * w;
+            }
+            // g_g += conj(D²)·C
+            for (((a, b), (x, y)), (u, v)) in ggr
+                .iter_mut()
+                .zip(ggi.iter_mut())
+                .zip(dr.iter().zip(di.iter()))
+                .zip(cr.iter().zip(ci.iter()))
+            {
+                let (qr, qi) = (*x * *x - *y * *y, (*x + *x) * *y);
+                // conj(q)·C = (qr − i qi)(u + i v)
+                *a += qr * *u + qi * *v;
+                *b += qr * *v - qi * *u;
             }
         }
         // g = (Δ/2)(1 + ω)
-        out.dt += (g_g.conj() * (one + f.omega) / T::of(2.0)).re.f64();
+        for (k, w) in omegas.iter().enumerate() {
+            let gg = Cx::new(sw.ggr[k], sw.ggi[k]);
+            out.dt += (gg.conj() * (one + cx::<T>(*w)) / T::of(2.0)).re.f64();
+        }
     }
-}
 
-impl<T: Float> Full<T> {
     /// The mode gradients from the per-pair sums over frequencies (see [`FullGrad`]).
     fn finish_grad(&self, out: &mut FullGrad<T>) {
         let (nl, nr) = (self.left.len(), self.right.len());
@@ -678,10 +793,15 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
                     sys.c_tilde(dt, lk).expect("validated system")
                 });
                 let full = self.full(store, d, hh, ct.as_deref());
-                let mut buf = CauchyBuf::default();
+                let mut sw = Sweep::default();
+                full.cauchy_all(&omegas, &mut sw);
                 let mut spec: Vec<Cx<T>> = omegas
                     .iter()
-                    .map(|&w| full.freq(w, &mut buf).khat)
+                    .enumerate()
+                    .map(|(k, _)| {
+                        let g = Cx::new(sw.gr[k], sw.gi[k]);
+                        full.woodbury(g, full.s_at(&sw, k)).khat
+                    })
                     .collect();
                 spec[0].im = T::zero();
                 if lk.is_multiple_of(2) {
@@ -738,17 +858,19 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
                     u: vec![vec![zero; n]; (r + 1) * (r + 1)],
                 };
                 let last = spec.len() - 1;
-                let mut buf = CauchyBuf::default();
-                for (kk, &w) in omegas.iter().enumerate() {
-                    let edge = kk == 0 || (kl.is_multiple_of(2) && kk == last);
-                    let c = if edge { 1.0 } else { 2.0 };
-                    let mut gk = spec[kk] * T::of(c / kl as f64);
-                    if edge {
-                        gk.im = T::zero();
-                    }
-                    let f = full.freq(w, &mut buf);
-                    full.backward_freq(&f, &mut buf, gk, &mut out);
-                }
+                let gks: Vec<Cx<T>> = (0..omegas.len())
+                    .map(|kk| {
+                        let edge = kk == 0 || (kl.is_multiple_of(2) && kk == last);
+                        let c = if edge { 1.0 } else { 2.0 };
+                        let mut gk = spec[kk] * T::of(c / kl as f64);
+                        if edge {
+                            gk.im = T::zero();
+                        }
+                        gk
+                    })
+                    .collect();
+                let mut sw = Sweep::default();
+                full.backward_sweep(&omegas, &gks, &mut sw, &mut out);
                 full.finish_grad(&mut out);
                 out
             })
