@@ -70,6 +70,26 @@ pub trait Float:
     );
 }
 
+/// Runs `f` compiled for AVX2 + FMA when the CPU has them (chosen at run time; the portable build
+/// targets SSE2). `f` is inlined into the AVX2 copy, and with it whatever it inlines: mark the hot
+/// helpers it calls `#[inline(always)]`. Wrap whole loops (a row, a channel), not single elements.
+#[inline(always)]
+pub fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        fn run<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: AVX2 and FMA are present (checked at run time).
+            return unsafe { run(f) };
+        }
+    }
+    f()
+}
+
 /// `Σ x_i` with 8 partial sums (vectorizes; a plain `.sum()` is one dependent chain).
 #[inline]
 pub fn sum<T: Float>(xs: &[T]) -> T {

@@ -314,6 +314,7 @@ impl<T: Float> Full<T> {
     /// Fills `sw` with `e = 1 − ω`, `g = (Δ/2)(1 + ω)` at every frequency and the Cauchy sums
     /// `S_ab(ω) = Σ_n ℓ_a,n ρ_b,n D_n(ω)`: modes outside, frequencies inside (plain vector loops, no
     /// reductions).
+    #[inline(always)]
     fn cauchy_all(&self, omegas: &[C64], sw: &mut Sweep<T>) {
         let nw = omegas.len();
         let half = self.dt / T::of(2.0);
@@ -350,6 +351,7 @@ impl<T: Float> Full<T> {
     }
 
     /// `D_n(ω) = 1/(e(ω) − g(ω) λ_n)` at every frequency, into `sw.dr`, `sw.di`.
+    #[inline(always)]
     fn d_row(&self, n: usize, sw: &mut Sweep<T>) {
         let (lr, li) = (self.lam_re[n], self.lam_im[n]);
         let nw = sw.er.len();
@@ -402,6 +404,7 @@ impl<T: Float> Full<T> {
     /// g_g(ω) += conj(D_n²(ω)) Σ_ab gS_ab(ω) conj(λ_n ℓ_a,n ρ_b,n)               (elementwise over ω)
     /// ∂ℒ/∂Δ += Σ_ω Re(conj(g_g) (1 + ω)/2)
     /// ```
+    #[inline(always)]
     fn backward_sweep(
         &self,
         omegas: &[C64],
@@ -794,7 +797,7 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
                 });
                 let full = self.full(store, d, hh, ct.as_deref());
                 let mut sw = Sweep::default();
-                full.cauchy_all(&omegas, &mut sw);
+                crate::float::with_avx2(|| full.cauchy_all(&omegas, &mut sw));
                 let mut spec: Vec<Cx<T>> = omegas
                     .iter()
                     .enumerate()
@@ -870,7 +873,7 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
                     })
                     .collect();
                 let mut sw = Sweep::default();
-                full.backward_sweep(&omegas, &gks, &mut sw, &mut out);
+                crate::float::with_avx2(|| full.backward_sweep(&omegas, &gks, &mut sw, &mut out));
                 full.finish_grad(&mut out);
                 out
             })
