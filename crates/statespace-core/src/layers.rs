@@ -646,9 +646,11 @@ impl<T: Float> Gelu<T> {
         y.par_chunks_mut(4096)
             .zip(x.par_chunks(4096))
             .for_each(|(yc, xc)| {
-                for (yv, &xv) in yc.iter_mut().zip(xc) {
-                    *yv = half * xv * (T::one() + (xv * r2).erf());
-                }
+                crate::float::with_avx2(|| {
+                    for (yv, &xv) in yc.iter_mut().zip(xc) {
+                        *yv = half * xv * (T::one() + (xv * r2).erf());
+                    }
+                })
             });
     }
 
@@ -661,11 +663,13 @@ impl<T: Float> Gelu<T> {
             .zip(dy.par_chunks(4096))
             .zip(x.par_chunks(4096))
             .for_each(|((dxc, dyc), xc)| {
-                for ((d, &g), &x) in dxc.iter_mut().zip(dyc).zip(xc) {
-                    let cdf = half * (T::one() + (x * r2).erf());
-                    let pdf = inv_sqrt_2pi * (-half * x * x).fast_exp();
-                    *d = g * (cdf + x * pdf);
-                }
+                crate::float::with_avx2(|| {
+                    for ((d, &g), &x) in dxc.iter_mut().zip(dyc).zip(xc) {
+                        let cdf = half * (T::one() + (x * r2).erf());
+                        let pdf = inv_sqrt_2pi * (-half * x * x).fast_exp();
+                        *d = g * (cdf + x * pdf);
+                    }
+                })
             });
     }
 }
@@ -681,6 +685,7 @@ pub struct Glu<T> {
     _t: std::marker::PhantomData<T>,
 }
 
+#[inline(always)]
 fn sigmoid<T: Float>(x: T) -> T {
     T::one() / (T::one() + (-x).fast_exp())
 }
@@ -702,9 +707,11 @@ impl<T: Float> Glu<T> {
             .zip(x.par_chunks(2 * c * len))
             .for_each(|(yb, xb)| {
                 let (a, g) = xb.split_at(c * len);
-                for ((yv, &av), &gv) in yb.iter_mut().zip(a).zip(g) {
-                    *yv = av * sigmoid(gv);
-                }
+                crate::float::with_avx2(|| {
+                    for ((yv, &av), &gv) in yb.iter_mut().zip(a).zip(g) {
+                        *yv = av * sigmoid(gv);
+                    }
+                })
             });
     }
 
@@ -718,11 +725,13 @@ impl<T: Float> Glu<T> {
             .for_each(|((dxb, dyb), xb)| {
                 let (a, g) = xb.split_at(c * len);
                 let (da, dg) = dxb.split_at_mut(c * len);
-                for i in 0..c * len {
-                    let s = sigmoid(g[i]);
-                    da[i] = dyb[i] * s;
-                    dg[i] = dyb[i] * a[i] * s * (T::one() - s);
-                }
+                crate::float::with_avx2(|| {
+                    for i in 0..c * len {
+                        let s = sigmoid(g[i]);
+                        da[i] = dyb[i] * s;
+                        dg[i] = dyb[i] * a[i] * s * (T::one() - s);
+                    }
+                })
             });
     }
 }
