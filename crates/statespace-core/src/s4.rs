@@ -194,7 +194,8 @@ struct Freq<T> {
     corr: Cx<T>,
 }
 
-/// [`small_solve`] for `r ≤ RMAX` on fixed arrays.
+/// Solves `m x = y` for a small dense complex system (`r ≤ RMAX`, partial pivoting); `conj_t` solves
+/// with `mᴴ`.
 fn solve_fixed<T: Float>(
     m: &[[Cx<T>; RMAX]; RMAX],
     y: &[Cx<T>; RMAX],
@@ -229,49 +230,6 @@ fn solve_fixed<T: Float>(
         }
     }
     let mut x = [zero; RMAX];
-    for row in (0..r).rev() {
-        let mut s = b[row];
-        for k in row + 1..r {
-            s -= a[row][k] * x[k];
-        }
-        x[row] = s / a[row][row];
-    }
-    x
-}
-
-/// Solves `m x = y` for a small dense complex system (partial pivoting); `conj_t` solves with `mᴴ`.
-fn small_solve<T: Float>(m: &[Vec<Cx<T>>], y: &[Cx<T>], conj_t: bool) -> Vec<Cx<T>> {
-    let r = y.len();
-    let mut a: Vec<Vec<Cx<T>>> = (0..r)
-        .map(|i| {
-            (0..r)
-                .map(|j| if conj_t { m[j][i].conj() } else { m[i][j] })
-                .collect()
-        })
-        .collect();
-    let mut b = y.to_vec();
-    for col in 0..r {
-        let piv = (col..r)
-            .max_by(|&i, &j| {
-                a[i][col]
-                    .norm_sqr()
-                    .partial_cmp(&a[j][col].norm_sqr())
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            })
-            .unwrap_or(col);
-        a.swap(col, piv);
-        b.swap(col, piv);
-        for row in col + 1..r {
-            let f = a[row][col] / a[col][col];
-            for k in col..r {
-                let v = a[col][k];
-                a[row][k] -= f * v;
-            }
-            let v = b[col];
-            b[row] -= f * v;
-        }
-    }
-    let mut x = vec![Cx::new(T::zero(), T::zero()); r];
     for row in (0..r).rev() {
         let mut s = b[row];
         for k in row + 1..r {
@@ -973,27 +931,23 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
                         .iter()
                         .map(|l| 1.0 / (1.0 - l * (dt / 2.0)))
                         .collect();
-                    // W = (2/Δ I + P* E P)⁻¹ on the full set (real r×r)
-                    let w: Vec<Vec<Cx<f64>>> = (0..r)
-                        .map(|i| {
-                            (0..r)
-                                .map(|j| {
-                                    let s: C64 = (0..m)
-                                        .map(|n| sys.p[i][n].conj() * e[n] * sys.p[j][n])
-                                        .sum();
-                                    let diag = if i == j { 2.0 / dt } else { 0.0 };
-                                    C64::new(2.0 * s.re + diag, 0.0)
-                                })
-                                .collect()
-                        })
-                        .collect();
+                    // W = (2/Δ I + P* E P)⁻¹ on the full set (real r×r, r ≤ RMAX)
+                    let mut w = [[C64::new(0.0, 0.0); RMAX]; RMAX];
+                    for (i, row) in w.iter_mut().enumerate().take(r) {
+                        for (j, v) in row.iter_mut().enumerate().take(r) {
+                            let s: C64 = (0..m)
+                                .map(|n| sys.p[i][n].conj() * e[n] * sys.p[j][n])
+                                .sum();
+                            let diag = if i == j { 2.0 / dt } else { 0.0 };
+                            *v = C64::new(2.0 * s.re + diag, 0.0);
+                        }
+                    }
                     // columns of W⁻¹
                     let winv: Vec<Vec<C64>> = (0..r)
                         .map(|j| {
-                            let ej: Vec<C64> = (0..r)
-                                .map(|i| C64::new(if i == j { 1.0 } else { 0.0 }, 0.0))
-                                .collect();
-                            small_solve(&w, &ej, false)
+                            let mut ej = [C64::new(0.0, 0.0); RMAX];
+                            ej[j] = C64::new(1.0, 0.0);
+                            solve_fixed(&w, &ej, r, false)[..r].to_vec()
                         })
                         .collect();
                     ch.push(LinChannel {
