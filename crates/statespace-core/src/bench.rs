@@ -337,16 +337,16 @@ pub fn fftconv(
     [fwd, both]
 }
 
-/// The model of the training-step benchmark: S4D, `layers` blocks of width `h`, state size `n`,
-/// LayerNorm pre-norm, GELU + GLU, one real input, 10 classes by mean pooling.
-pub fn train_model(layers: usize, h: usize, n: usize, len: usize) -> Model<f32> {
+/// An S4D stack (`layers` × H `h`, state size `n`, LayerNorm pre-norm, GELU + GLU) on one real input
+/// with 10 outputs after `pool`, built for length `len`.
+fn s4d_model(layers: usize, h: usize, n: usize, pool: Pool, len: usize) -> Model<f32> {
     let cfg = ModelConfig {
         kind: LayerKind::S4d,
         d_model: h,
         n_layers: layers,
         d_state: n,
         glu: true,
-        pool: Pool::Mean,
+        pool,
         l_max: len,
         ..ModelConfig::default()
     };
@@ -357,6 +357,11 @@ pub fn train_model(layers: usize, h: usize, n: usize, len: usize) -> Model<f32> 
         pair: false,
     };
     Model::<f32>::new(&cfg, io, &mut rand::rngs::StdRng::seed_from_u64(0)).expect("valid model")
+}
+
+/// The model of the training-step benchmark: [`s4d_model`] with mean pooling (10 classes).
+pub fn train_model(layers: usize, h: usize, n: usize, len: usize) -> Model<f32> {
+    s4d_model(layers, h, n, Pool::Mean, len)
 }
 
 /// AdamW settings of the training-step benchmarks (lr 1e-3, weight decay 0.01, default SSM groups).
@@ -373,26 +378,9 @@ pub fn bench_optim() -> OptimConfig {
     }
 }
 
-/// The causal model of the recurrent-step benchmark: S4D, `layers` × H `h`, state size `n`, GLU,
-/// one real input, 10 outputs from the last position.
+/// The causal model of the recurrent-step benchmark: [`s4d_model`] read at the last position.
 pub fn stream_model(layers: usize, h: usize, n: usize) -> Model<f32> {
-    let cfg = ModelConfig {
-        kind: LayerKind::S4d,
-        d_model: h,
-        n_layers: layers,
-        d_state: n,
-        glu: true,
-        pool: Pool::Last,
-        l_max: 1024,
-        ..ModelConfig::default()
-    };
-    let io = IoShape {
-        d_input: 1,
-        vocab: 0,
-        d_output: 10,
-        pair: false,
-    };
-    Model::<f32>::new(&cfg, io, &mut rand::rngs::StdRng::seed_from_u64(0)).expect("valid model")
+    s4d_model(layers, h, n, Pool::Last, 1024)
 }
 
 /// One full training step (forward, cross-entropy, backward, AdamW) of [`train_model`] on a batch
