@@ -741,6 +741,7 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
         // Lengths beyond the trained L: C̃ for the longer kernel, C̃' = C(I − Ā^{L'}), in f64.
         let (lk, extend) = if len > kl { (len, true) } else { (kl, false) };
         let omegas = Self::omegas(lk);
+        let plan = RealFftPlanner::<T>::new().plan_fft_inverse(lk); // planned once, shared by the rows
         let rows: Vec<Vec<T>> = (0..dirs * h)
             .into_par_iter()
             .map(|row| {
@@ -770,7 +771,6 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
                     spec[last].im = T::zero();
                 }
                 let mut out = vec![T::zero(); lk];
-                let plan = RealFftPlanner::<T>::new().plan_fft_inverse(lk);
                 plan.process(&mut spec, &mut out)
                     .expect("irfft of a well-formed spectrum");
                 let scale = T::one() / T::of(lk as f64);
@@ -797,6 +797,7 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
         let m = self.cfg.state_size / 2;
         let r = self.rank;
         let omegas = Self::omegas(kl);
+        let plan = RealFftPlanner::<T>::new().plan_fft_forward(kl); // planned once, shared by the rows
         let grads: Vec<FullGrad<T>> = (0..dirs * h)
             .into_par_iter()
             .map(|row| {
@@ -805,7 +806,6 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
                 // g_K̂ = (c_k / L)·rfft(dK)
                 let mut g = vec![T::zero(); kl];
                 g[..len].copy_from_slice(&dk[row * len..(row + 1) * len]);
-                let plan = RealFftPlanner::<T>::new().plan_fft_forward(kl);
                 let mut spec = plan.make_output_vec();
                 plan.process(&mut g, &mut spec).expect("rfft");
                 let n = 2 * m;
