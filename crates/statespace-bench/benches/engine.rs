@@ -2,8 +2,9 @@
 //! and L; FFT convolution; a full training step; the recurrent step per token.
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng};
-use statespace_core::bench::{bench_optim, s4d_kernel_setup, stream_model, train_model};
-use statespace_core::fftconv::FftConv;
+use statespace_core::bench::{
+    bench_optim, fftconv_inputs, s4d_kernel_setup, stream_model, train_model,
+};
 use statespace_core::kernel::SequenceKernel;
 use statespace_core::layers;
 use statespace_core::model::Input;
@@ -41,19 +42,7 @@ fn fftconv(c: &mut Criterion) {
     let mut g = c.benchmark_group("fftconv");
     g.sample_size(20);
     for &(b, h, l) in &[(16, 128, 1024), (4, 128, 4096)] {
-        let mut r = rand::rngs::StdRng::seed_from_u64(3);
-        let u: Vec<f32> = (0..b * h * l).map(|_| r.random::<f32>() - 0.5).collect();
-        let mut conv = FftConv::<f32>::new(l);
-        let nf = conv.fft_len();
-        let k: Vec<f32> = (0..h * nf)
-            .map(|i| {
-                if i % nf < l {
-                    r.random::<f32>() - 0.5
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let (u, k, mut conv) = fftconv_inputs(b, h, l);
         let (mut y, mut du, mut dk) = (Vec::new(), Vec::new(), Vec::new());
         g.throughput(Throughput::Elements((b * h * l) as u64));
         g.bench_function(

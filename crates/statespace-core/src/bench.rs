@@ -289,21 +289,12 @@ pub fn s4d_kernel(
     [fwd, both]
 }
 
-/// FFT convolution of `[B, H, L]` with a kernel `[H, L]`: forward, and forward + backward.
-/// FLOPs: 5·n·log₂n per real FFT of size n = 2L (counted as half a complex FFT of n: 2.5·n·log₂n),
-/// three transforms per channel and batch forward (kernel amortized: two), plus the products.
-pub fn fftconv(
-    b: usize,
-    h: usize,
-    len: usize,
-    threads: usize,
-    peak: Option<&Peak>,
-    secs: f64,
-) -> [Record; 2] {
+/// A planned FFT convolution of length `len`, an input `[b, h, len]` and a causal kernel on its FFT
+/// grid `[h, n]` (random taps in the first `len`, zeros after), from a fixed seed.
+pub fn fftconv_inputs(b: usize, h: usize, len: usize) -> (Vec<f32>, Vec<f32>, FftConv<f32>) {
     let mut r = rand::rngs::StdRng::seed_from_u64(3);
     let u: Vec<f32> = (0..b * h * len).map(|_| r.random::<f32>() - 0.5).collect();
-    let mut conv = FftConv::<f32>::new(len);
-    // a causal kernel on the FFT grid [H, n]: K in the first L taps, zeros after
+    let conv = FftConv::<f32>::new(len);
     let nf = conv.fft_len();
     let k: Vec<f32> = (0..h * nf)
         .map(|i| {
@@ -314,6 +305,21 @@ pub fn fftconv(
             }
         })
         .collect();
+    (u, k, conv)
+}
+
+/// FFT convolution of `[B, H, L]` with a causal kernel (see [`fftconv_inputs`]): forward, and forward + backward.
+/// FLOPs: 5·n·log₂n per real FFT of size n = 2L (counted as half a complex FFT of n: 2.5·n·log₂n),
+/// three transforms per channel and batch forward (kernel amortized: two), plus the products.
+pub fn fftconv(
+    b: usize,
+    h: usize,
+    len: usize,
+    threads: usize,
+    peak: Option<&Peak>,
+    secs: f64,
+) -> [Record; 2] {
+    let (u, k, mut conv) = fftconv_inputs(b, h, len);
     let n = conv.fft_len() as f64;
     let per = 2.5 * n * n.log2();
     let mut y = Vec::new();

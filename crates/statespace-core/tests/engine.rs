@@ -263,9 +263,9 @@ fn fft_convolution_matches_direct_sums_and_its_gradients() {
     });
 }
 
-fn s4d_check(disc: Disc, bidirectional: bool, init: DiagInit) {
+fn s4d_check(disc: Disc, bidirectional: bool, init: DiagInit, l: usize) {
     let mut r = rng(6);
-    let (h, n, l) = (3, 8, 40);
+    let (h, n) = (3, 8);
     let mut store = ParamStore::<f64>::new();
     let cfg = S4dConfig {
         channels: h,
@@ -297,9 +297,9 @@ fn s4d_check(disc: Disc, bidirectional: bool, init: DiagInit) {
 
 #[test]
 fn s4d_kernel_gradients() {
-    s4d_check(Disc::Zoh, false, DiagInit::LegS);
-    s4d_check(Disc::Bilinear, false, DiagInit::Inv);
-    s4d_check(Disc::Zoh, true, DiagInit::Lin);
+    s4d_check(Disc::Zoh, false, DiagInit::LegS, 40);
+    s4d_check(Disc::Bilinear, false, DiagInit::Inv, 40);
+    s4d_check(Disc::Zoh, true, DiagInit::Lin, 40);
 }
 
 #[test]
@@ -364,29 +364,7 @@ fn s4d_kernel_gradients_at_lengths_off_the_chunk_grid() {
     // the blocked kernel pads L up to a multiple of its chunk; lengths just off the grid and long
     // enough for several anchors of the in-chunk and chunk powers
     for l in [37, 1, 300] {
-        let mut r = rng(8);
-        let (h, n) = (2, 6);
-        let mut store = ParamStore::<f64>::new();
-        let cfg = S4dConfig {
-            channels: h,
-            state_size: n,
-            init: DiagInit::Inv,
-            disc: Disc::Zoh,
-            dt_min: 0.01,
-            dt_max: 0.1,
-            bidirectional: true,
-            custom: None,
-        };
-        let mut kern = S4dKernel::new(&mut store, "k", cfg, &mut r).unwrap();
-        let w = randn(2 * h * l, &mut r);
-        let mut k = Vec::new();
-        kern.forward(&store, l, &mut k);
-        kern.backward(&mut store, &w);
-        check_store_h(&mut store.clone(), 100, 1e-4, &mut |s| {
-            let mut k = Vec::new();
-            kern.forward(s, l, &mut k);
-            dot(&k, &w)
-        });
+        s4d_check(Disc::Zoh, true, DiagInit::Inv, l);
     }
 }
 
