@@ -2,13 +2,11 @@
 //! and L; FFT convolution; a full training step; the recurrent step per token.
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng};
-use statespace_core::bench::{
-    bench_optim, fftconv_inputs, s4d_kernel_setup, stream_model, train_model,
-};
-use statespace_core::kernel::SequenceKernel;
-use statespace_core::layers;
+use statespace_bench::{bench_optim, fftconv_inputs, s4d_kernel_setup, stream_model, train_model};
+use statespace_core::engine::layers;
+use statespace_core::engine::optim::AdamW;
+use statespace_core::kernels::SequenceKernel;
 use statespace_core::model::Input;
-use statespace_core::optim::AdamW;
 
 fn kernel(c: &mut Criterion) {
     let mut g = c.benchmark_group("s4d_kernel");

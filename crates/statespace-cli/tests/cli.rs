@@ -469,7 +469,7 @@ fn metrics_without_timing(dir: &Path) -> Vec<Value> {
 }
 
 fn last_step(dir: &Path) -> Option<usize> {
-    let l = statespace_core::checkpoint::load::<f32>(&dir.join("last.safetensors")).ok()?;
+    let l = statespace_core::engine::checkpoint::load::<f32>(&dir.join("last.safetensors")).ok()?;
     l.meta.get("step")?.parse().ok()
 }
 
@@ -518,8 +518,8 @@ fn kill_9_then_resume_is_bitwise_identical() {
     let o = run(&["train", "--resume", b.to_str().unwrap(), "--quiet"]);
     assert!(o.status.success(), "{}", stderr(&o));
     for file in ["last.safetensors", "best.safetensors"] {
-        let la = statespace_core::checkpoint::load::<f32>(&a.join(file)).unwrap();
-        let lb = statespace_core::checkpoint::load::<f32>(&b.join(file)).unwrap();
+        let la = statespace_core::engine::checkpoint::load::<f32>(&a.join(file)).unwrap();
+        let lb = statespace_core::engine::checkpoint::load::<f32>(&b.join(file)).unwrap();
         assert_eq!(la.meta, lb.meta, "{file} metadata");
         assert_eq!(la.tensors.len(), lb.tensors.len());
         for (name, t) in &la.tensors {
@@ -887,7 +887,7 @@ fn stream_reads_stdin_and_matches_the_convolution_mode() {
         .collect();
     assert_eq!(lines.len(), 20, "one output per input line");
     // the convolution mode over the same sequence, through the library
-    let (_, mut model, _) = statespace_core::train::load_model(&run_dir, None).unwrap();
+    let (_, mut model, _) = statespace_train::load_model(&run_dir, None).unwrap();
     let mut x = vec![0f32; 2 * 20];
     for (t, v) in xs.iter().enumerate() {
         x[t] = v[0];
@@ -949,7 +949,7 @@ fn generate_continues_a_prompt_as_the_convolution_mode_predicts() {
     assert_eq!(generated.len(), 6);
     // greedy: each generated token is the argmax of the convolution mode's output at the last
     // position of the sequence so far (an independent path: FFT convolution, no recurrence)
-    let (_, mut model, _) = statespace_core::train::load_model(&run_dir, None).unwrap();
+    let (_, mut model, _) = statespace_train::load_model(&run_dir, None).unwrap();
     let vocab = model.io.vocab;
     let mut seq: Vec<u32> = prompt.to_vec();
     for &g in &generated {

@@ -2,9 +2,9 @@
 //! `cargo run --release --example s5_scan_timing [-- H P BATCH]`.
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use statespace_core::params::ParamStore;
-use statespace_core::s4d::Disc;
-use statespace_core::s5::{S5Config, S5Layer, S5Options, Scan};
+use statespace_core::engine::params::ParamStore;
+use statespace_core::kernels::discretize::Disc;
+use statespace_core::kernels::s5::{S5Config, S5Layer, S5Options, Scan};
 use std::time::Instant;
 
 fn main() {

@@ -2,7 +2,7 @@
 //! 6 layers, H = 256, N = 64 (32 complex modes), GLU; every causal kind.
 //! `cargo run --release -p statespace-core --example stream_latency [STEPS] [BATCH] [KIND]`
 use rand::SeedableRng;
-use statespace_core::layers::Pool;
+use statespace_core::engine::layers::Pool;
 use statespace_core::model::{Input, IoShape, LayerKind, Model, ModelConfig};
 
 fn main() {

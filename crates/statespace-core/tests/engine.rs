@@ -3,14 +3,15 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use statespace_core::fftconv::FftConv;
-use statespace_core::kernel::SequenceKernel;
-use statespace_core::layers::{
+use statespace_core::engine::fftconv::FftConv;
+use statespace_core::engine::layers::{
     self, BatchNorm, Dropout, Embedding, Gelu, Glu, LayerNorm, Linear, Pool,
 };
+use statespace_core::engine::params::ParamStore;
+use statespace_core::kernels::SequenceKernel;
+use statespace_core::kernels::discretize::Disc;
+use statespace_core::kernels::s4d::{S4dConfig, S4dKernel};
 use statespace_core::model::{Input, IoShape, Model, ModelConfig, NormKind};
-use statespace_core::params::ParamStore;
-use statespace_core::s4d::{Disc, S4dConfig, S4dKernel};
 use statespace_math::s4d::DiagInit;
 
 mod common;
@@ -572,14 +573,14 @@ fn recurrent_step_equals_convolution() {
         // f64
         let mut m64 = Model::<f64>::new(&cfg, io, &mut StdRng::seed_from_u64(3)).unwrap();
         let conv = m64.forward(Input::Real(&x), b, l, false, 0).to_vec();
-        let mut st = m64.stream_state(b).unwrap();
+        let mut st = m64.stream(b).unwrap();
         let mut max_dy: f64 = 0.0;
         for t in 0..l {
             let xt: Vec<f64> = (0..b)
                 .flat_map(|bb| (0..2).map(move |c| (bb, c)))
                 .map(|(bb, c)| x[(bb * 2 + c) * l + t])
                 .collect();
-            let y = m64.step(&mut st, Input::Real(&xt));
+            let y = m64.stream_step(&mut st, Input::Real(&xt)).to_vec();
             for bb in 0..b {
                 for o in 0..3 {
                     max_dy = max_dy.max((y[bb * 3 + o] - conv[(bb * 3 + o) * l + t]).abs());
@@ -592,14 +593,14 @@ fn recurrent_step_equals_convolution() {
         let mut m32 = Model::<f32>::new(&cfg, io, &mut StdRng::seed_from_u64(3)).unwrap();
         let x32: Vec<f32> = x.iter().map(|v| *v as f32).collect();
         let conv32 = m32.forward(Input::Real(&x32), b, l, false, 0).to_vec();
-        let mut st = m32.stream_state(b).unwrap();
+        let mut st = m32.stream(b).unwrap();
         let mut max32: f64 = 0.0;
         for t in 0..l {
             let xt: Vec<f32> = (0..b)
                 .flat_map(|bb| (0..2).map(move |c| (bb, c)))
                 .map(|(bb, c)| x32[(bb * 2 + c) * l + t])
                 .collect();
-            let y = m32.step(&mut st, Input::Real(&xt));
+            let y = m32.stream_step(&mut st, Input::Real(&xt)).to_vec();
             for bb in 0..b {
                 for o in 0..3 {
                     max32 = max32
@@ -626,7 +627,7 @@ fn recurrent_step_equals_convolution() {
     )
     .unwrap();
     let err = m
-        .stream_state(1)
+        .stream(1)
         .err()
         .expect("bidirectional stepping is an error");
     assert!(err.contains("bidirectional"));

@@ -5,10 +5,10 @@ mod common;
 use common::*;
 
 use num_complex::Complex64 as C64;
-use statespace_core::kernel::SequenceKernel;
+use statespace_core::engine::params::ParamStore;
+use statespace_core::kernels::SequenceKernel;
+use statespace_core::kernels::s4::{DplrInit, S4Config, S4Kernel, StepMode};
 use statespace_core::model::{Init, LayerKind, ModelConfig};
-use statespace_core::params::ParamStore;
-use statespace_core::s4::{DplrInit, S4Config, S4Kernel, StepMode};
 
 fn s4_cfg(h: usize, n: usize, init: DplrInit, bidirectional: bool, n_ssm: usize) -> S4Config {
     S4Config {
@@ -194,7 +194,7 @@ fn s4_bidirectional_has_no_step_and_kernel_len_is_a_buffer() {
 
 // ---------------------------------------------------------------- SGConv
 
-use statespace_core::sgconv::{SgConvConfig, SgConvKernel, SgConvOptions, Upsample};
+use statespace_core::kernels::sgconv::{SgConvConfig, SgConvKernel, SgConvOptions, Upsample};
 
 fn sg_cfg(
     h: usize,
@@ -303,7 +303,7 @@ fn sgconv_step_equals_convolution() {
 
 // ---------------------------------------------------------------- HOPE
 
-use statespace_core::hope::{HopeConfig, HopeKernel, HopeMode, HopeOptions};
+use statespace_core::kernels::hope::{HopeConfig, HopeKernel, HopeMode, HopeOptions};
 
 fn hope_cfg(h: usize, n: usize, mode: HopeMode, bi: bool) -> HopeConfig {
     HopeConfig {
@@ -413,8 +413,8 @@ fn hope_step_equals_convolution_and_circular_has_no_step() {
 
 // ---------------------------------------------------------------- S5
 
-use statespace_core::s4d::Disc;
-use statespace_core::s5::{S5Config, S5Layer, S5Options, Scan, block_legs};
+use statespace_core::kernels::discretize::Disc;
+use statespace_core::kernels::s5::{S5Config, S5Layer, S5Options, Scan, block_legs};
 
 fn s5_cfg(h: usize, p: usize, blocks: usize, scan: Scan, disc: Disc, bi: bool) -> S5Config {
     S5Config {
@@ -634,7 +634,7 @@ fn ptd_layers_step_equals_convolution_and_train_through_the_generic_paths() {
         assert!(e64 <= 1e-9 && e32 <= 1e-4, "{e64:e} {e32:e}");
     }
     // S4-PTD's modes are those of A_LegS + E: B̃ = V⁻¹B reproduces C(sI − A − E)⁻¹B with C = V's rows
-    let d = statespace_core::ptd::legs(8).unwrap();
+    let d = statespace_core::kernels::ptd::legs(8).unwrap();
     assert!(d.cond < 1e3, "cond(V) = {}", d.cond);
     assert!(d.lambda.iter().all(|l| l.re < 0.0));
 }

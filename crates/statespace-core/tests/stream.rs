@@ -2,7 +2,7 @@
 //! kind, a prompt prefilled in convolution mode continues exactly as if it had been stepped, and a
 //! step allocates nothing (a counting global allocator).
 
-use statespace_core::layers::Pool;
+use statespace_core::engine::layers::Pool;
 use statespace_core::model::{Input, IoShape, LayerKind, Model, ModelConfig, NormKind};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -3,9 +3,9 @@
 //! the two-tower (pair) head is differentiated correctly.
 
 use rand::Rng;
-use statespace_core::layers::{BatchNorm, Pool};
+use statespace_core::engine::layers::{BatchNorm, Pool};
+use statespace_core::engine::params::ParamStore;
 use statespace_core::model::{Input, IoShape, LayerKind, Model, ModelConfig, NormKind};
-use statespace_core::params::ParamStore;
 
 mod common;
 use common::*;

@@ -4,9 +4,9 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use statespace_core::layers::Pool;
+use statespace_core::engine::layers::Pool;
+use statespace_core::engine::params::ParamStore;
 use statespace_core::model::{Input, IoShape, Model, ModelConfig};
-use statespace_core::params::ParamStore;
 
 pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
@@ -144,14 +144,14 @@ pub fn step_vs_conv(cfg: &ModelConfig, l: usize, seed: u64) -> (f64, f64) {
             .iter()
             .map(|v| v.f64())
             .collect();
-        let mut st = m.stream_state(b).unwrap();
+        let mut st = m.stream(b).unwrap();
         let mut max_dy: f64 = 0.0;
         for t in 0..l {
             let xt: Vec<T> = (0..b)
                 .flat_map(|bb| (0..2).map(move |c| (bb, c)))
                 .map(|(bb, c)| x[(bb * 2 + c) * l + t])
                 .collect();
-            let y = m.step(&mut st, Input::Real(&xt));
+            let y = m.stream_step(&mut st, Input::Real(&xt)).to_vec();
             for bb in 0..b {
                 for o in 0..3 {
                     max_dy = max_dy.max((y[bb * 3 + o].f64() - conv[(bb * 3 + o) * l + t]).abs());

@@ -1,0 +1,60 @@
+//! One module per subcommand; `main.rs` only parses and dispatches. Each command returns
+//! [`Failure`]: bad input (exit 2) or a failed computation (exit 1).
+
+pub mod bench;
+pub mod data;
+pub mod generate;
+pub mod hippo;
+pub mod kernel;
+pub mod lra;
+pub mod ptd;
+pub mod robustness;
+pub mod stream;
+pub mod train;
+pub mod transfer;
+
+/// A failure: bad input (exit 2) or a failed computation (exit 1).
+pub enum Failure {
+    /// Bad input: arguments or files (exit 2).
+    Input(String),
+    /// The computation failed (exit 1).
+    Compute(String),
+}
+
+impl From<crate::ssm_file::InputError> for Failure {
+    fn from(e: crate::ssm_file::InputError) -> Self {
+        Failure::Input(e.to_string())
+    }
+}
+
+impl From<statespace_math::MathError> for Failure {
+    fn from(e: statespace_math::MathError) -> Self {
+        match e {
+            statespace_math::MathError::Invalid(m) => Failure::Input(m),
+            statespace_math::MathError::Numerical(m) => Failure::Compute(m),
+        }
+    }
+}
+
+/// Formats a value exactly (shortest round-trip) and readably.
+pub fn fmt_value(x: f64) -> String {
+    let ax = x.abs();
+    if x == 0.0 || (1e-4..1e6).contains(&ax) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
+}
+
+/// Writes to stdout; a closed pipe (`statespace … | head`) ends the output quietly.
+pub fn emit(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure::Compute(format!(
+            "cannot write to standard output: {e}"
+        ))),
+    }
+}

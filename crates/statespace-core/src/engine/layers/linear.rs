@@ -1,0 +1,170 @@
+//! Linear over channels: y[b] = W x[b] + bias            x [B, Cin, L] → y [B, Cout, L]
+
+use super::{keep_copy, resize, threads};
+use crate::engine::float::{Float, matmul};
+use crate::engine::params::{ParamId, ParamKind, ParamStore};
+use rand::Rng;
+use rayon::prelude::*;
+
+/// A linear map over the channel dimension (a 1×1 convolution), one GEMM per batch element.
+#[derive(Debug, Clone)]
+pub struct Linear<T> {
+    /// Weight `[Cout, Cin]`.
+    pub w: ParamId,
+    /// Bias `[Cout]`.
+    pub b: Option<ParamId>,
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    x: Vec<T>,
+    dims: (usize, usize),
+}
+
+impl<T: Float> Linear<T> {
+    /// Registers `name.weight` (uniform ±1/√Cin, PyTorch's default) and `name.bias`.
+    pub fn new(
+        store: &mut ParamStore<T>,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        bias: bool,
+        rng: &mut impl Rng,
+    ) -> Self {
+        let bound = 1.0 / (cin as f64).sqrt();
+        let w = (0..cin * cout)
+            .map(|_| T::of(rng.random_range(-bound..bound)))
+            .collect();
+        let w = store.add(format!("{name}.weight"), &[cout, cin], w, ParamKind::Weight);
+        let b = bias.then(|| {
+            let v = (0..cout)
+                .map(|_| T::of(rng.random_range(-bound..bound)))
+                .collect();
+            store.add(format!("{name}.bias"), &[cout], v, ParamKind::NoDecay)
+        });
+        Self {
+            w,
+            b,
+            cin,
+            cout,
+            x: Vec::new(),
+            dims: (0, 0),
+        }
+    }
+
+    /// `x [B, Cin, L] → y [B, Cout, L]`.
+    pub fn forward(
+        &mut self,
+        store: &ParamStore<T>,
+        x: &[T],
+        batch: usize,
+        len: usize,
+        y: &mut Vec<T>,
+    ) {
+        keep_copy(&mut self.x, x);
+        self.dims = (batch, len);
+        self.apply(store, x, batch, len, y);
+    }
+
+    /// The same map without keeping anything for backward (inference, recurrent steps).
+    pub fn apply(&self, store: &ParamStore<T>, x: &[T], batch: usize, len: usize, y: &mut Vec<T>) {
+        let (cin, cout) = (self.cin, self.cout);
+        assert_eq!(x.len(), batch * cin * len);
+        resize(y, batch * cout * len);
+        let w = store.value(self.w);
+        // one GEMM per batch element, the batch spread over the threads
+        y.par_chunks_mut(cout * len)
+            .zip(x.par_chunks(cin * len))
+            .for_each(|(yb, xb)| {
+                matmul(yb, w, xb, cout, len, cin, false, false, false, 1);
+            });
+        if let Some(bid) = self.b {
+            let bias = store.value(bid);
+            y.par_chunks_mut(len).enumerate().for_each(|(row, yr)| {
+                let bv = bias[row % cout];
+                yr.iter_mut().for_each(|v| *v += bv);
+            });
+        }
+    }
+
+    /// `dy [B, Cout, L] → dx [B, Cin, L]`; accumulates `dW += Σ_b dy[b] x[b]ᵀ`, `db += Σ dy`.
+    pub fn backward(&mut self, store: &mut ParamStore<T>, dy: &[T], dx: &mut Vec<T>) {
+        let (batch, len) = self.dims;
+        let (cin, cout) = (self.cin, self.cout);
+        assert_eq!(dy.len(), batch * cout * len);
+        {
+            // dW = Σ_b dy[b] x[b]ᵀ: one partial sum per contiguous chunk of the batch (as many chunks
+            // as threads), added in order — deterministic for a fixed thread count.
+            let chunks = threads().clamp(1, batch.max(1));
+            let per = batch.div_ceil(chunks);
+            let partial: Vec<Vec<T>> = (0..chunks)
+                .into_par_iter()
+                .map(|c| {
+                    let mut acc = vec![T::zero(); cout * cin];
+                    for b in c * per..((c + 1) * per).min(batch) {
+                        let dyb = &dy[b * cout * len..(b + 1) * cout * len];
+                        let xb = &self.x[b * cin * len..(b + 1) * cin * len];
+                        matmul(&mut acc, dyb, xb, cout, cin, len, false, true, true, 1);
+                    }
+                    acc
+                })
+                .collect();
+            let dw = store.grad_mut(self.w);
+            for p in partial {
+                dw.iter_mut().zip(&p).for_each(|(a, b)| *a += *b);
+            }
+        }
+        if let Some(bid) = self.b {
+            let sums: Vec<T> = (0..cout)
+                .into_par_iter()
+                .map(|o| {
+                    (0..batch)
+                        .map(|b| {
+                            crate::engine::float::sum(
+                                &dy[(b * cout + o) * len..(b * cout + o + 1) * len],
+                            )
+                        })
+                        .sum::<T>()
+                })
+                .collect();
+            store
+                .grad_mut(bid)
+                .iter_mut()
+                .zip(&sums)
+                .for_each(|(g, s)| *g += *s);
+        }
+        resize(dx, batch * cin * len);
+        let w = store.value(self.w);
+        dx.par_chunks_mut(cin * len)
+            .zip(dy.par_chunks(cout * len))
+            .for_each(|(dxb, dyb)| {
+                matmul(dxb, w, dyb, cin, len, cout, true, false, false, 1);
+            });
+    }
+
+    /// The map on single vectors, for recurrent steps: `x [B, Cin] → y [B, Cout]`. Each block of 16
+    /// weight rows (16 KB at Cin = 256) is read once for all B vectors and stays in L1 meanwhile (at
+    /// batch 1 the step is bound by reading the weights).
+    pub fn step(&self, store: &ParamStore<T>, x: &[T], y: &mut [T]) {
+        let (cin, cout) = (self.cin, self.cout);
+        let (w, bias) = (store.value(self.w), self.b.map(|id| store.value(id)));
+        let batch = x.len() / cin;
+        if batch == 1 {
+            return T::gemv(w, bias, x, &mut y[..cout]);
+        }
+        const ROWS: usize = 16;
+        for o0 in (0..cout).step_by(ROWS) {
+            let o1 = (o0 + ROWS).min(cout);
+            let wb = &w[o0 * cin..o1 * cin];
+            let bb = bias.map(|b| &b[o0..o1]);
+            for b in 0..batch {
+                T::gemv(
+                    wb,
+                    bb,
+                    &x[b * cin..(b + 1) * cin],
+                    &mut y[b * cout + o0..b * cout + o1],
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,1110 @@
+//! S4: the diagonal-plus-low-rank (DPLR) state space kernel (Gu, Goel, Ré 2022), bilinear, with the
+//! C′ ("C̃") truncation trick.
+//!
+//! ```text
+//! parameters (per layer; H channels, S = n_ssm copies of (Λ, P, B), M = N/2 kept modes, rank r,
+//!             D = 1 or 2 directions; channel h uses copy h mod S)
+//!   log_dt            [H]        Δ = exp(log_dt)
+//!   log_lambda_real   [S, M]     Re Λ = −max(exp(·), 1e-4)
+//!   lambda_imag       [S, M]     Im Λ (≥ 0 at init: the kept half)
+//!   p_re, p_im        [S, r, M]  P̃
+//!   b_re, b_im        [S, M]     B̃
+//!   c_re, c_im        [D, H, M]  C̃ = C(I − Ā^L): the kernel's C′ for the length L in `kernel_len`
+//! buffer  kernel_len  [1]        L, fixed by the first forward (C̃ is relative to it)
+//!
+//! full system (conjugate-completed, N = 2M modes): A = diag(Λ, Λ̄) − [P; P̄][P; P̄]*,
+//!   B = [B; B̄], C = [C; C̄] as a row (no conjugation); y = C x is real.
+//! kernel: K̂(ω) = Σ_{l<L} K_l ω^l = C̃ (I − Āω)⁻¹ B̄ at ω_k = e^{−2πik/L}, k = 0 … L/2, then irfft:
+//!   g = (Δ/2)(1 + ω),  Dₙ = 1/((1 − ω) − g λₙ)                       (Cauchy; no pole at ω = −1)
+//!   S_ab = Σₙ ℓ_a,ₙ Dₙ ρ_b,ₙ,  rows ℓ = (C̃, P̄₁ … P̄ᵣ), columns ρ = (B, P₁ … Pᵣ), n over all N
+//!   K̂ = Δ·[ S_cb − g·S_cp (I + g·S_pp)⁻¹ S_pb ]                       (Woodbury)
+//! backward (g_x = ∂ℒ/∂Re x + i ∂ℒ/∂Im x; holomorphic y = f(x): g_x += g_y·conj(f′(x))):
+//!   g_K̂ₖ = (cₖ/L)·rfft(dK)ₖ, cₖ = 2 inside, 1 at DC and Nyquist
+//!   g_Scb = Δ g,  g_corr = −Δ ḡ g,  g_g = −Δ conj(corr) g,  x = Cap⁻¹ S_pb,
+//!   g_Scp = x̄ g_corr,  y = Cap⁻ᴴ (conj(S_cp) g_corr) = g_Spb,  g_Cap = −y xᴴ,
+//!   g_Spp = ḡ g_Cap,  g_g += Σ conj(S_pp)∘g_Cap
+//!   g_ℓ_a,ₙ = D̄ₙ Σ_b ρ̄_b,ₙ g_S_ab,  g_ρ_b,ₙ = D̄ₙ Σ_a ℓ̄_a,ₙ g_S_ab,  g_Dₙ = Σ_ab conj(ℓ_a,ₙ ρ_b,ₙ) g_S_ab
+//!   g_λₙ = conj(g Dₙ²) g_Dₙ,  g_g += conj(λₙ Dₙ²) g_Dₙ,  ∂ℒ/∂Δ = Re(conj(g_K̂) K̂/Δ) + Re(conj(g_g)(1+ω)/2)
+//!   then fold the conjugate half and P̄ back onto the kept parameters.
+//! recurrent form (bilinear, on the kept half; P*x of the full state is real):
+//!   x ← (I − Δ/2·A)⁻¹ [(I + Δ/2·A) x + Δ B u],   y = 2·Re(C x),   C = C̃ (I − Ā^L)⁻¹ (solved in f64)
+//!   "linear": the inverse by Woodbury, O(N·r) per step;  "dense": Ā, B̄ as an N×N complex matrix.
+//! ```
+//!
+//! The kernel runs in `T` (f32 in training: ≤ 1.1e-5 of max|K| against f64 at N = 64, L = 4096 per
+//! the facts sheet; measured in the tests); the frequencies ω are formed in f64.
+
+use crate::engine::float::Float;
+use crate::engine::params::{ParamId, ParamKind, ParamStore};
+use crate::kernels::discretize::MIN_NEG_REAL;
+use crate::kernels::{SequenceKernel, Stepper};
+use num_complex::{Complex, Complex64 as C64};
+use rand::Rng;
+use rayon::prelude::*;
+use realfft::RealFftPlanner;
+use serde::{Deserialize, Serialize};
+use statespace_math::dplr::Dplr;
+use statespace_math::hippo::Measure;
+use statespace_math::kernel::DplrSystem;
+use statespace_math::s4d as inits;
+
+/// The HiPPO operator an S4 layer starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DplrInit {
+    /// Scaled Legendre (rank 1).
+    Legs,
+    /// Translated Legendre (rank 2).
+    Legt,
+    /// Translated Laguerre (rank 1).
+    Lagt,
+    /// Translated Fourier (rank 1).
+    Fout,
+}
+
+impl DplrInit {
+    /// The measure of the math core.
+    pub fn measure(self) -> Measure {
+        match self {
+            DplrInit::Legs => Measure::LegS,
+            DplrInit::Legt => Measure::LegT,
+            DplrInit::Lagt => Measure::LagT,
+            DplrInit::Fout => Measure::FouT,
+        }
+    }
+}
+
+/// How the recurrent form applies the DPLR transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StepMode {
+    /// Woodbury on the DPLR form, O(N·r) per step.
+    #[default]
+    Linear,
+    /// The dense N×N complex transition, O(N²) per step.
+    Dense,
+}
+
+/// Configuration of an S4 kernel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct S4Config {
+    /// Channels H.
+    pub channels: usize,
+    /// State size N (N/2 kept modes).
+    pub state_size: usize,
+    /// Independent copies of (Λ, P, B), shared by the channels round robin (1 ≤ S ≤ H, S | H).
+    pub n_ssm: usize,
+    /// The HiPPO operator of the initialization.
+    pub init: DplrInit,
+    /// Smallest initial step.
+    pub dt_min: f64,
+    /// Largest initial step.
+    pub dt_max: f64,
+    /// Two directions (forward and reverse kernels).
+    pub bidirectional: bool,
+    /// Recurrent form.
+    pub step_mode: StepMode,
+}
+
+/// The S4 (DPLR) kernel.
+#[derive(Debug)]
+pub struct S4Kernel<T> {
+    cfg: S4Config,
+    rank: usize,
+    /// `log_dt [H]`.
+    pub log_dt: ParamId,
+    /// `log_lambda_real [S, M]`.
+    pub log_lambda_real: ParamId,
+    /// `lambda_imag [S, M]`.
+    pub lambda_imag: ParamId,
+    /// `p_re [S, r, M]`.
+    pub p_re: ParamId,
+    /// `p_im [S, r, M]`.
+    pub p_im: ParamId,
+    /// `b_re [S, M]`.
+    pub b_re: ParamId,
+    /// `b_im [S, M]`.
+    pub b_im: ParamId,
+    /// `c_re [D, H, M]` (C̃).
+    pub c_re: ParamId,
+    /// `c_im [D, H, M]` (C̃).
+    pub c_im: ParamId,
+    kernel_len: Vec<T>,
+    len: usize,
+}
+
+type Cx<T> = Complex<T>;
+
+fn cx<T: Float>(z: C64) -> Cx<T> {
+    Cx::new(T::of(z.re), T::of(z.im))
+}
+
+/// The values one (direction, channel) kernel needs, on the full conjugate-completed set.
+struct Full<T> {
+    dt: T,
+    lam: Vec<Cx<T>>,
+    /// Rows ℓ: C̃, then P̄ᵢ (each N).
+    left: Vec<Vec<Cx<T>>>,
+    /// Columns ρ: B, then Pⱼ (each N).
+    right: Vec<Vec<Cx<T>>>,
+    /// The same as separate real and imaginary arrays (Λ, and ℓ_a ρ_b for every pair a·nr + b),
+    /// so the Cauchy sums run as vector loops.
+    lam_re: Vec<T>,
+    lam_im: Vec<T>,
+    lr_re: Vec<Vec<T>>,
+    lr_im: Vec<Vec<T>>,
+}
+
+/// Largest rank of the low-rank term (LegT has 2; the rest 1): the per-frequency Woodbury values
+/// live in fixed arrays, so the frequency loop allocates nothing.
+const RMAX: usize = 2;
+
+/// Per-thread scratch of a sweep over all frequencies of one row (structure of arrays over ω).
+#[derive(Default)]
+struct Sweep<T> {
+    er: Vec<T>,
+    ei: Vec<T>,
+    gr: Vec<T>,
+    gi: Vec<T>,
+    dr: Vec<T>,
+    di: Vec<T>,
+    /// `S_ab(ω)` per pair.
+    sr: Vec<Vec<T>>,
+    si: Vec<Vec<T>>,
+    /// Backward: `gS_ab(ω)` per pair, `g_g(ω)`, and two work rows.
+    gsr: Vec<Vec<T>>,
+    gsi: Vec<Vec<T>>,
+    ggr: Vec<T>,
+    ggi: Vec<T>,
+    pr: Vec<T>,
+    pi: Vec<T>,
+    cr: Vec<T>,
+    ci: Vec<T>,
+}
+
+/// Per-frequency intermediate values of the Woodbury kernel (`s` is `(r+1) × (r+1)`, `cap` `r × r`).
+struct Freq<T> {
+    g: Cx<T>,
+    khat: Cx<T>,
+    s: [[Cx<T>; RMAX + 1]; RMAX + 1],
+    cap: [[Cx<T>; RMAX]; RMAX],
+    x: [Cx<T>; RMAX],
+    corr: Cx<T>,
+}
+
+/// Solves `m x = y` for a small dense complex system (`r ≤ RMAX`, partial pivoting); `conj_t` solves
+/// with `mᴴ`.
+fn solve_fixed<T: Float>(
+    m: &[[Cx<T>; RMAX]; RMAX],
+    y: &[Cx<T>; RMAX],
+    r: usize,
+    conj_t: bool,
+) -> [Cx<T>; RMAX] {
+    let zero = Cx::new(T::zero(), T::zero());
+    let mut a = [[zero; RMAX]; RMAX];
+    for i in 0..r {
+        for j in 0..r {
+            a[i][j] = if conj_t { m[j][i].conj() } else { m[i][j] };
+        }
+    }
+    let mut b = *y;
+    for col in 0..r {
+        let mut piv = col;
+        for i in col + 1..r {
+            if a[i][col].norm_sqr() > a[piv][col].norm_sqr() {
+                piv = i;
+            }
+        }
+        a.swap(col, piv);
+        b.swap(col, piv);
+        for row in col + 1..r {
+            let f = a[row][col] / a[col][col];
+            for k in col..r {
+                let v = a[col][k];
+                a[row][k] -= f * v;
+            }
+            let v = b[col];
+            b[row] -= f * v;
+        }
+    }
+    let mut x = [zero; RMAX];
+    for row in (0..r).rev() {
+        let mut s = b[row];
+        for k in row + 1..r {
+            s -= a[row][k] * x[k];
+        }
+        x[row] = s / a[row][row];
+    }
+    x
+}
+
+impl<T: Float> Full<T> {
+    /// The Woodbury step at one frequency from its Cauchy sums `s`:
+    /// `K̂ = Δ (S_00 − g S_0r (I + g S_rr)⁻¹ S_r0)`.
+    fn woodbury(&self, g: Cx<T>, s: [[Cx<T>; RMAX + 1]; RMAX + 1]) -> Freq<T> {
+        let one = Cx::new(T::one(), T::zero());
+        let zero = Cx::new(T::zero(), T::zero());
+        let r = self.right.len() - 1;
+        let mut cap = [[zero; RMAX]; RMAX];
+        let mut spb = [zero; RMAX];
+        for i in 0..r {
+            for j in 0..r {
+                let e = if i == j { one } else { zero };
+                cap[i][j] = e + g * s[i + 1][j + 1];
+            }
+            spb[i] = s[i + 1][0];
+        }
+        let x = solve_fixed(&cap, &spb, r, false);
+        let corr = (0..r).fold(zero, |acc, j| acc + s[0][j + 1] * x[j]);
+        let khat = (s[0][0] - g * corr) * self.dt;
+        Freq {
+            g,
+            khat,
+            s,
+            cap,
+            x,
+            corr,
+        }
+    }
+
+    /// Fills `sw` with `e = 1 − ω`, `g = (Δ/2)(1 + ω)` at every frequency and the Cauchy sums
+    /// `S_ab(ω) = Σ_n ℓ_a,n ρ_b,n D_n(ω)`: modes outside, frequencies inside (plain vector loops, no
+    /// reductions).
+    #[inline(always)]
+    fn cauchy_all(&self, omegas: &[C64], sw: &mut Sweep<T>) {
+        let nw = omegas.len();
+        let half = self.dt / T::of(2.0);
+        let set = |v: &mut Vec<T>, f: &dyn Fn(&C64) -> T| {
+            v.clear();
+            v.extend(omegas.iter().map(f));
+        };
+        set(&mut sw.er, &|w| T::of(1.0 - w.re));
+        set(&mut sw.ei, &|w| T::of(-w.im));
+        set(&mut sw.gr, &|w| half * T::of(1.0 + w.re));
+        set(&mut sw.gi, &|w| half * T::of(w.im));
+        let pairs = self.lr_re.len();
+        sw.sr.resize_with(pairs, Vec::new);
+        sw.si.resize_with(pairs, Vec::new);
+        for v in sw.sr.iter_mut().chain(sw.si.iter_mut()) {
+            v.clear();
+            v.resize(nw, T::zero());
+        }
+        for n in 0..self.lam.len() {
+            self.d_row(n, sw);
+            let Sweep { dr, di, sr, si, .. } = sw;
+            for k in 0..pairs {
+                let (lr, li) = (self.lr_re[k][n], self.lr_im[k][n]);
+                for ((a, b), (x, y)) in sr[k]
+                    .iter_mut()
+                    .zip(si[k].iter_mut())
+                    .zip(dr.iter().zip(di.iter()))
+                {
+                    *a += lr * *x - li * *y;
+                    *b += lr * *y + li * *x;
+                }
+            }
+        }
+    }
+
+    /// `D_n(ω) = 1/(e(ω) − g(ω) λ_n)` at every frequency, into `sw.dr`, `sw.di`.
+    #[inline(always)]
+    fn d_row(&self, n: usize, sw: &mut Sweep<T>) {
+        let (lr, li) = (self.lam_re[n], self.lam_im[n]);
+        let nw = sw.er.len();
+        sw.dr.resize(nw, T::zero());
+        sw.di.resize(nw, T::zero());
+        for (((dr, di), (er, ei)), (gr, gi)) in sw
+            .dr
+            .iter_mut()
+            .zip(sw.di.iter_mut())
+            .zip(sw.er.iter().zip(&sw.ei))
+            .zip(sw.gr.iter().zip(&sw.gi))
+        {
+            let den_r = *er - (*gr * lr - *gi * li);
+            let den_i = *ei - (*gr * li + *gi * lr);
+            let inv = T::one() / (den_r * den_r + den_i * den_i);
+            (*dr, *di) = (den_r * inv, -den_i * inv);
+        }
+    }
+
+    /// `S` at frequency index `k` of the last [`Full::cauchy_all`].
+    fn s_at(&self, sw: &Sweep<T>, k: usize) -> [[Cx<T>; RMAX + 1]; RMAX + 1] {
+        let nr = self.right.len();
+        let zero = Cx::new(T::zero(), T::zero());
+        let mut s = [[zero; RMAX + 1]; RMAX + 1];
+        for (p, (a, b)) in sw.sr.iter().zip(&sw.si).enumerate() {
+            s[p / nr][p % nr] = Cx::new(a[k], b[k]);
+        }
+        s
+    }
+}
+
+/// Gradients of one (direction, channel) kernel with respect to its full-set values.
+struct FullGrad<T> {
+    dt: f64,
+    lam: Vec<Cx<T>>,
+    left: Vec<Vec<Cx<T>>>,
+    right: Vec<Vec<Cx<T>>>,
+    /// Over the frequencies, per pair a·nr + b: `T_ab,n = Σ_ω conj(D_n) gS_ab`, `U_ab,n = Σ_ω conj(g D_n²) gS_ab`
+    /// (the mode gradients are these times ℓ, ρ, fixed across ω: combined once in [`Full::finish_grad`]).
+    t: Vec<Vec<Cx<T>>>,
+    u: Vec<Vec<Cx<T>>>,
+}
+
+impl<T: Float> Full<T> {
+    /// The backward over all frequencies at once (`gks` = ∂ℒ/∂K̂(ω)): the Woodbury part per frequency,
+    /// then per mode n with vector loops over ω:
+    ///
+    /// ```text
+    /// T_ab,n = Σ_ω conj(D_n) gS_ab,   U_ab,n = Σ_ω conj(g D_n²) gS_ab          (dot products over ω)
+    /// g_g(ω) += conj(D_n²(ω)) Σ_ab gS_ab(ω) conj(λ_n ℓ_a,n ρ_b,n)               (elementwise over ω)
+    /// ∂ℒ/∂Δ += Σ_ω Re(conj(g_g) (1 + ω)/2)
+    /// ```
+    #[inline(always)]
+    fn backward_sweep(
+        &self,
+        omegas: &[C64],
+        gks: &[Cx<T>],
+        sw: &mut Sweep<T>,
+        out: &mut FullGrad<T>,
+    ) {
+        let one = Cx::new(T::one(), T::zero());
+        let zero = Cx::new(T::zero(), T::zero());
+        let dt = self.dt;
+        let nr = self.right.len();
+        let r = nr - 1;
+        let pairs = self.lr_re.len();
+        let nw = omegas.len();
+        self.cauchy_all(omegas, sw);
+        sw.gsr.resize_with(pairs, Vec::new);
+        sw.gsi.resize_with(pairs, Vec::new);
+        for v in sw.gsr.iter_mut().chain(sw.gsi.iter_mut()) {
+            v.clear();
+            v.resize(nw, T::zero());
+        }
+        sw.ggr.clear();
+        sw.ggr.resize(nw, T::zero());
+        sw.ggi.clear();
+        sw.ggi.resize(nw, T::zero());
+        // the Woodbury part, frequency by frequency
+        for (k, &gk) in gks.iter().enumerate() {
+            let f = self.woodbury(Cx::new(sw.gr[k], sw.gi[k]), self.s_at(sw, k));
+            // K̂ = Δ (S_00 − g·corr)
+            out.dt += (gk.conj() * f.khat / dt).re.f64();
+            let mut gs = [[zero; RMAX + 1]; RMAX + 1];
+            gs[0][0] = gk * dt;
+            let g_corr = -(f.g.conj() * gk) * dt;
+            let mut g_g = -(f.corr.conj() * gk) * dt;
+            if r > 0 {
+                for j in 0..r {
+                    gs[0][j + 1] = f.x[j].conj() * g_corr;
+                }
+                let mut gx = [zero; RMAX];
+                for j in 0..r {
+                    gx[j] = f.s[0][j + 1].conj() * g_corr;
+                }
+                let y = solve_fixed(&f.cap, &gx, r, true);
+                for i in 0..r {
+                    gs[i + 1][0] = y[i];
+                    for j in 0..r {
+                        let g_cap = -(y[i] * f.x[j].conj());
+                        gs[i + 1][j + 1] = f.g.conj() * g_cap;
+                        g_g += f.s[i + 1][j + 1].conj() * g_cap;
+                    }
+                }
+            }
+            for p in 0..pairs {
+                let v = gs[p / nr][p % nr];
+                (sw.gsr[p][k], sw.gsi[p][k]) = (v.re, v.im);
+            }
+            (sw.ggr[k], sw.ggi[k]) = (g_g.re, g_g.im);
+        }
+        // the mode part, mode by mode
+        for n in 0..self.lam.len() {
+            self.d_row(n, sw);
+            let Sweep {
+                dr,
+                di,
+                gr,
+                gi,
+                gsr,
+                gsi,
+                ggr,
+                ggi,
+                pr,
+                pi,
+                cr,
+                ci,
+                ..
+            } = &mut *sw;
+            // p = conj(g D²)
+            pr.resize(nw, T::zero());
+            pi.resize(nw, T::zero());
+            for ((((a, b), (x, y)), gre), gim) in pr
+                .iter_mut()
+                .zip(pi.iter_mut())
+                .zip(dr.iter().zip(di.iter()))
+                .zip(gr.iter())
+                .zip(gi.iter())
+            {
+                let (qr, qi) = (*x * *x - *y * *y, (*x + *x) * *y);
+                (*a, *b) = (*gre * qr - *gim * qi, -(*gre * qi + *gim * qr));
+            }
+            cr.clear();
+            cr.resize(nw, T::zero());
+            ci.clear();
+            ci.resize(nw, T::zero());
+            let lam = self.lam[n];
+            for p in 0..pairs {
+                let (g_r, g_i) = (&gsr[p], &gsi[p]);
+                // T = Σ conj(D) gS,  U = Σ p gS
+                out.t[p][n] += Cx::new(
+                    T::dot(dr, g_r) + T::dot(di, g_i),
+                    T::dot(dr, g_i) - T::dot(di, g_r),
+                );
+                out.u[p][n] += Cx::new(
+                    T::dot(pr, g_r) - T::dot(pi, g_i),
+                    T::dot(pr, g_i) + T::dot(pi, g_r),
+                );
+                // C(ω) += gS_ab(ω)·conj(λ_n ℓ_a,n ρ_b,n)
+                let c = (lam * Cx::new(self.lr_re[p][n], self.lr_im[p][n])).conj();
+                for ((a, b), (x, y)) in cr
+                    .iter_mut()
+                    .zip(ci.iter_mut())
+                    .zip(g_r.iter().zip(g_i.iter()))
+                {
+                    *a += *x * c.re - *y * c.im;
+                    *b += *x * c.im + *y * c.re;
+                }
+            }
+            // g_g += conj(D²)·C
+            for (((a, b), (x, y)), (u, v)) in ggr
+                .iter_mut()
+                .zip(ggi.iter_mut())
+                .zip(dr.iter().zip(di.iter()))
+                .zip(cr.iter().zip(ci.iter()))
+            {
+                let (qr, qi) = (*x * *x - *y * *y, (*x + *x) * *y);
+                // conj(q)·C = (qr − i qi)(u + i v)
+                *a += qr * *u + qi * *v;
+                *b += qr * *v - qi * *u;
+            }
+        }
+        // g = (Δ/2)(1 + ω)
+        for (k, w) in omegas.iter().enumerate() {
+            let gg = Cx::new(sw.ggr[k], sw.ggi[k]);
+            out.dt += (gg.conj() * (one + cx::<T>(*w)) / T::of(2.0)).re.f64();
+        }
+    }
+
+    /// The mode gradients from the per-pair sums over frequencies (see [`FullGrad`]).
+    fn finish_grad(&self, out: &mut FullGrad<T>) {
+        let (nl, nr) = (self.left.len(), self.right.len());
+        for a in 0..nl {
+            for b in 0..nr {
+                let k = a * nr + b;
+                for (i, (t, u)) in out.t[k].iter().zip(&out.u[k]).enumerate() {
+                    out.left[a][i] += self.right[b][i].conj() * *t;
+                    out.right[b][i] += self.left[a][i].conj() * *t;
+                    out.lam[i] += (self.left[a][i] * self.right[b][i]).conj() * *u;
+                }
+            }
+        }
+    }
+}
+
+impl<T: Float> S4Kernel<T> {
+    /// Registers the parameters under `prefix` and initializes them from the NPLR form of the
+    /// HiPPO operator (computed in f64 by the math core), C̃ complex normal with E|C̃|² = 1,
+    /// log Δ uniform in [log dt_min, log dt_max].
+    pub fn new(
+        store: &mut ParamStore<T>,
+        prefix: &str,
+        cfg: S4Config,
+        rng: &mut impl Rng,
+    ) -> Result<Self, String> {
+        let (h, n, s) = (cfg.channels, cfg.state_size, cfg.n_ssm);
+        if n < 2 || n % 2 != 0 {
+            return Err(format!(
+                "model.d_state: S4 needs an even state size ≥ 2, got {n}"
+            ));
+        }
+        if s == 0 || s > h || h % s != 0 {
+            return Err(format!(
+                "model.n_ssm: must divide d_model = {h} (1 ≤ n_ssm ≤ d_model), got {s}"
+            ));
+        }
+        let m = n / 2;
+        let dirs = if cfg.bidirectional { 2 } else { 1 };
+        let dplr = Dplr::from_measure(cfg.init.measure(), n).map_err(|e| e.to_string())?;
+        let rank = dplr.p.len();
+        if rank > RMAX {
+            return Err(format!(
+                "S4: the {:?} measure has a rank-{rank} correction; the kernel supports rank ≤ {RMAX}",
+                cfg.init
+            ));
+        }
+        let dts =
+            inits::log_uniform_dt(h, cfg.dt_min, cfg.dt_max, rng).map_err(|e| e.to_string())?;
+        let c = inits::complex_normal(dirs * h * m, rng);
+        let t = |v: Vec<f64>| v.into_iter().map(T::of).collect::<Vec<T>>();
+        let tile = |f: &dyn Fn(usize) -> f64, per: usize| -> Vec<T> {
+            t((0..s).flat_map(|_| (0..per).map(f)).collect())
+        };
+        let log_dt = store.add(
+            format!("{prefix}.log_dt"),
+            &[h],
+            t(dts.iter().map(|d| d.ln()).collect()),
+            ParamKind::SsmDt,
+        );
+        let lam = &dplr.lambda;
+        let log_lambda_real = store.add(
+            format!("{prefix}.log_lambda_real"),
+            &[s, m],
+            tile(&|i| (-lam[i].re).max(MIN_NEG_REAL).ln(), m),
+            ParamKind::SsmA,
+        );
+        let lambda_imag = store.add(
+            format!("{prefix}.lambda_imag"),
+            &[s, m],
+            tile(&|i| lam[i].im, m),
+            ParamKind::SsmA,
+        );
+        let p = &dplr.p;
+        let (p_re, p_im) = store.add_complex(
+            &format!("{prefix}.p"),
+            &[s, rank, m],
+            &(0..s)
+                .flat_map(|_| (0..rank * m).map(|i| p[i / m][i % m]))
+                .collect::<Vec<_>>(),
+            ParamKind::SsmA,
+        );
+        let b = &dplr.b;
+        let (b_re, b_im) = store.add_complex(
+            &format!("{prefix}.b"),
+            &[s, m],
+            &(0..s).flat_map(|_| b.iter().copied()).collect::<Vec<_>>(),
+            ParamKind::SsmB,
+        );
+        let (c_re, c_im) =
+            store.add_complex(&format!("{prefix}.c"), &[dirs, h, m], &c, ParamKind::Weight);
+        Ok(Self {
+            cfg,
+            rank,
+            log_dt,
+            log_lambda_real,
+            lambda_imag,
+            p_re,
+            p_im,
+            b_re,
+            b_im,
+            c_re,
+            c_im,
+            kernel_len: vec![T::zero()],
+            len: 0,
+        })
+    }
+
+    fn dirs(&self) -> usize {
+        if self.cfg.bidirectional { 2 } else { 1 }
+    }
+
+    /// The length `L` that C̃ refers to (0 before the first forward).
+    pub fn kernel_len(&self) -> usize {
+        self.kernel_len[0].f64().round().max(0.0) as usize
+    }
+
+    /// The kept-half system of channel `h` in f64 (C̃ of direction `d` as `c`) and its Δ.
+    pub fn system(&self, store: &ParamStore<T>, d: usize, h: usize) -> (DplrSystem, f64) {
+        let (hh, m, r, s) = (
+            self.cfg.channels,
+            self.cfg.state_size / 2,
+            self.rank,
+            self.cfg.n_ssm,
+        );
+        let k = h % s;
+        let v = |id: ParamId| store.value(id);
+        let lam = (0..m)
+            .map(|i| {
+                C64::new(
+                    -v(self.log_lambda_real)[k * m + i]
+                        .f64()
+                        .exp()
+                        .max(MIN_NEG_REAL),
+                    v(self.lambda_imag)[k * m + i].f64(),
+                )
+            })
+            .collect();
+        let p = (0..r)
+            .map(|j| {
+                (0..m)
+                    .map(|i| {
+                        let o = (k * r + j) * m + i;
+                        C64::new(v(self.p_re)[o].f64(), v(self.p_im)[o].f64())
+                    })
+                    .collect()
+            })
+            .collect();
+        let b = (0..m)
+            .map(|i| C64::new(v(self.b_re)[k * m + i].f64(), v(self.b_im)[k * m + i].f64()))
+            .collect();
+        let c = (0..m)
+            .map(|i| {
+                let o = (d * hh + h) * m + i;
+                C64::new(v(self.c_re)[o].f64(), v(self.c_im)[o].f64())
+            })
+            .collect();
+        (
+            DplrSystem {
+                lambda: lam,
+                p,
+                b,
+                c,
+            },
+            v(self.log_dt)[h].f64().exp(),
+        )
+    }
+
+    /// The full-set values of (direction `d`, channel `h`) in `T`, with C̃ replaced by `ct` if given.
+    fn full(&self, store: &ParamStore<T>, d: usize, h: usize, ct: Option<&[C64]>) -> Full<T> {
+        let (sys, dt) = self.system(store, d, h);
+        let comp = |x: &[C64]| -> Vec<Cx<T>> {
+            x.iter()
+                .map(|z| cx::<T>(*z))
+                .chain(x.iter().map(|z| cx::<T>(z.conj())))
+                .collect()
+        };
+        let mut left = vec![comp(ct.unwrap_or(&sys.c))];
+        let mut right = vec![comp(&sys.b)];
+        for row in &sys.p {
+            let pc: Vec<C64> = row.iter().map(|z| z.conj()).collect();
+            left.push(comp(&pc));
+            right.push(comp(row));
+        }
+        let lam = comp(&sys.lambda);
+        let nr = right.len();
+        let pairs = left.len() * nr;
+        let prod = |k: usize| -> Vec<Cx<T>> {
+            let (a, b) = (k / nr, k % nr);
+            left[a]
+                .iter()
+                .zip(&right[b])
+                .map(|(l, r)| *l * *r)
+                .collect()
+        };
+        let (lr_re, lr_im): (Vec<Vec<T>>, Vec<Vec<T>>) = (0..pairs)
+            .map(|k| {
+                let v = prod(k);
+                (
+                    v.iter().map(|z| z.re).collect(),
+                    v.iter().map(|z| z.im).collect(),
+                )
+            })
+            .unzip();
+        Full {
+            dt: T::of(dt),
+            lam_re: lam.iter().map(|z| z.re).collect(),
+            lam_im: lam.iter().map(|z| z.im).collect(),
+            lam,
+            left,
+            right,
+            lr_re,
+            lr_im,
+        }
+    }
+
+    fn omegas(len: usize) -> Vec<C64> {
+        (0..len / 2 + 1)
+            .map(|k| C64::from_polar(1.0, -2.0 * std::f64::consts::PI * k as f64 / len as f64))
+            .collect()
+    }
+}
+
+impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
+    fn log_dt(&self) -> Option<crate::engine::params::ParamId> {
+        Some(self.log_dt)
+    }
+
+    fn channels(&self) -> usize {
+        self.cfg.channels
+    }
+
+    fn directions(&self) -> usize {
+        self.dirs()
+    }
+
+    fn forward(&mut self, store: &ParamStore<T>, len: usize, k: &mut Vec<T>) {
+        if self.kernel_len() == 0 {
+            self.kernel_len[0] = T::of(len as f64);
+        }
+        let kl = self.kernel_len();
+        self.len = len;
+        let (h, dirs) = (self.cfg.channels, self.dirs());
+        // Lengths beyond the trained L: C̃ for the longer kernel, C̃' = C(I − Ā^{L'}), in f64.
+        let (lk, extend) = if len > kl { (len, true) } else { (kl, false) };
+        let omegas = Self::omegas(lk);
+        let plan = RealFftPlanner::<T>::new().plan_fft_inverse(lk); // planned once, shared by the rows
+        let rows: Vec<Vec<T>> = (0..dirs * h)
+            .into_par_iter()
+            .map(|row| {
+                let (d, hh) = (row / h, row % h);
+                let ct = extend.then(|| {
+                    let (sys, dt) = self.system(store, d, hh);
+                    let c = sys
+                        .c_from_c_tilde(&sys.c, dt, kl)
+                        .expect("validated system");
+                    let sys = DplrSystem { c, ..sys };
+                    sys.c_tilde(dt, lk).expect("validated system")
+                });
+                let full = self.full(store, d, hh, ct.as_deref());
+                let mut sw = Sweep::default();
+                crate::engine::float::with_avx2(|| full.cauchy_all(&omegas, &mut sw));
+                let mut spec: Vec<Cx<T>> = omegas
+                    .iter()
+                    .enumerate()
+                    .map(|(k, _)| {
+                        let g = Cx::new(sw.gr[k], sw.gi[k]);
+                        full.woodbury(g, full.s_at(&sw, k)).khat
+                    })
+                    .collect();
+                spec[0].im = T::zero();
+                if lk.is_multiple_of(2) {
+                    let last = spec.len() - 1;
+                    spec[last].im = T::zero();
+                }
+                let mut out = vec![T::zero(); lk];
+                plan.process(&mut spec, &mut out)
+                    .expect("irfft of a well-formed spectrum");
+                let scale = T::one() / T::of(lk as f64);
+                out.truncate(len);
+                out.iter_mut().for_each(|v| *v *= scale);
+                out
+            })
+            .collect();
+        k.clear();
+        k.reserve(dirs * h * len);
+        for r in rows {
+            k.extend_from_slice(&r);
+        }
+    }
+
+    fn backward(&mut self, store: &mut ParamStore<T>, dk: &[T]) {
+        let (h, dirs, len) = (self.cfg.channels, self.dirs(), self.len);
+        let kl = self.kernel_len();
+        assert!(
+            len <= kl,
+            "S4 backward at a length ({len}) beyond the kernel length ({kl}) it was trained at"
+        );
+        assert_eq!(dk.len(), dirs * h * len);
+        let m = self.cfg.state_size / 2;
+        let r = self.rank;
+        let omegas = Self::omegas(kl);
+        let plan = RealFftPlanner::<T>::new().plan_fft_forward(kl); // planned once, shared by the rows
+        let grads: Vec<FullGrad<T>> = (0..dirs * h)
+            .into_par_iter()
+            .map(|row| {
+                let (d, hh) = (row / h, row % h);
+                let full = self.full(store, d, hh, None);
+                // g_K̂ = (c_k / L)·rfft(dK)
+                let mut g = vec![T::zero(); kl];
+                g[..len].copy_from_slice(&dk[row * len..(row + 1) * len]);
+                let mut spec = plan.make_output_vec();
+                plan.process(&mut g, &mut spec).expect("rfft");
+                let n = 2 * m;
+                let zero = Cx::new(T::zero(), T::zero());
+                let mut out = FullGrad {
+                    dt: 0.0,
+                    lam: vec![zero; n],
+                    left: vec![vec![zero; n]; r + 1],
+                    right: vec![vec![zero; n]; r + 1],
+                    t: vec![vec![zero; n]; (r + 1) * (r + 1)],
+                    u: vec![vec![zero; n]; (r + 1) * (r + 1)],
+                };
+                let last = spec.len() - 1;
+                let gks: Vec<Cx<T>> = (0..omegas.len())
+                    .map(|kk| {
+                        let edge = kk == 0 || (kl.is_multiple_of(2) && kk == last);
+                        let c = if edge { 1.0 } else { 2.0 };
+                        let mut gk = spec[kk] * T::of(c / kl as f64);
+                        if edge {
+                            gk.im = T::zero();
+                        }
+                        gk
+                    })
+                    .collect();
+                let mut sw = Sweep::default();
+                crate::engine::float::with_avx2(|| {
+                    full.backward_sweep(&omegas, &gks, &mut sw, &mut out)
+                });
+                full.finish_grad(&mut out);
+                out
+            })
+            .collect();
+        let s = self.cfg.n_ssm;
+        fn acc<T: Float>(store: &mut ParamStore<T>, id: ParamId, i: usize, v: f64) {
+            store.grad_mut(id)[i] += T::of(v);
+        }
+        for (row, g) in grads.iter().enumerate() {
+            let (d, hh) = (row / h, row % h);
+            let k = hh % s;
+            let c64 = |z: Cx<T>| C64::new(z.re.f64(), z.im.f64());
+            // fold: x_full = [x; x̄] → g_x = g[n] + conj(g[n + M])
+            let fold = |v: &[Cx<T>], i: usize| c64(v[i]) + c64(v[i + m]).conj();
+            for i in 0..m {
+                let gc = fold(&g.left[0], i);
+                let o = (d * h + hh) * m + i;
+                acc(store, self.c_re, o, gc.re);
+                acc(store, self.c_im, o, gc.im);
+                let gb = fold(&g.right[0], i);
+                acc(store, self.b_re, k * m + i, gb.re);
+                acc(store, self.b_im, k * m + i, gb.im);
+                for j in 0..r {
+                    // columns hold P, rows hold P̄ (so the row gradients enter conjugated)
+                    let gp = fold(&g.right[j + 1], i) + fold(&g.left[j + 1], i).conj();
+                    let o = (k * r + j) * m + i;
+                    acc(store, self.p_re, o, gp.re);
+                    acc(store, self.p_im, o, gp.im);
+                }
+                let gl = fold(&g.lam, i);
+                let e = store.value(self.log_lambda_real)[k * m + i].f64().exp();
+                if e >= MIN_NEG_REAL {
+                    // Re Λ = −exp(α): ∂ℒ/∂α = Re(g_Λ)·(−exp α)
+                    store.grad_mut(self.log_lambda_real)[k * m + i] += T::of(-gl.re * e);
+                }
+                store.grad_mut(self.lambda_imag)[k * m + i] += T::of(gl.im);
+            }
+            let dt = store.value(self.log_dt)[hh].f64().exp();
+            store.grad_mut(self.log_dt)[hh] += T::of(g.dt * dt);
+        }
+    }
+
+    fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, String> {
+        if self.cfg.bidirectional {
+            return Err(
+                "a bidirectional S4 layer sees the future: it has no recurrent (step) mode".into(),
+            );
+        }
+        let (h, m, r) = (self.cfg.channels, self.cfg.state_size / 2, self.rank);
+        let kl = self.kernel_len();
+        let chans: Vec<Result<(DplrSystem, f64), String>> = (0..h)
+            .into_par_iter()
+            .map(|hh| {
+                let (sys, dt) = self.system(store, 0, hh);
+                // C from C̃ in f64 (kernel_len 0: never run as a convolution, C̃ = C)
+                let c = if kl == 0 {
+                    sys.c.clone()
+                } else {
+                    sys.c_from_c_tilde(&sys.c, dt, kl)
+                        .map_err(|e| format!("S4 channel {hh}: recovering C from C̃: {e}"))?
+                };
+                Ok((DplrSystem { c, ..sys }, dt))
+            })
+            .collect();
+        let chans = chans.into_iter().collect::<Result<Vec<_>, _>>()?;
+        match self.cfg.step_mode {
+            StepMode::Dense => {
+                let mut abar = Vec::with_capacity(h * 4 * m * m);
+                let mut bbar = Vec::with_capacity(h * 2 * m);
+                let mut c = Vec::with_capacity(h * 2 * m);
+                for (sys, dt) in &chans {
+                    let (a, b) = sys.bilinear_full(*dt).map_err(|e| e.to_string())?;
+                    let n = 2 * m;
+                    for i in 0..n {
+                        for j in 0..n {
+                            abar.push(cx::<T>(a[(i, j)]));
+                        }
+                    }
+                    bbar.extend(b.iter().map(|z| cx::<T>(*z)));
+                    let cf = statespace_math::dplr::complete(&sys.c);
+                    c.extend(cf.iter().map(|z| cx::<T>(*z)));
+                }
+                Ok(Box::new(DenseStepper {
+                    h,
+                    n: 2 * m,
+                    abar,
+                    bbar,
+                    c,
+                }))
+            }
+            StepMode::Linear => {
+                let mut ch = Vec::with_capacity(h);
+                for (sys, dt) in &chans {
+                    let dt = *dt;
+                    let e: Vec<C64> = sys
+                        .lambda
+                        .iter()
+                        .map(|l| 1.0 / (1.0 - l * (dt / 2.0)))
+                        .collect();
+                    // W = (2/Δ I + P* E P)⁻¹ on the full set (real r×r, r ≤ RMAX)
+                    let mut w = [[C64::new(0.0, 0.0); RMAX]; RMAX];
+                    for (i, row) in w.iter_mut().enumerate().take(r) {
+                        for (j, v) in row.iter_mut().enumerate().take(r) {
+                            let s: C64 = (0..m)
+                                .map(|n| sys.p[i][n].conj() * e[n] * sys.p[j][n])
+                                .sum();
+                            let diag = if i == j { 2.0 / dt } else { 0.0 };
+                            *v = C64::new(2.0 * s.re + diag, 0.0);
+                        }
+                    }
+                    // columns of W⁻¹
+                    let winv: Vec<Vec<C64>> = (0..r)
+                        .map(|j| {
+                            let mut ej = [C64::new(0.0, 0.0); RMAX];
+                            ej[j] = C64::new(1.0, 0.0);
+                            solve_fixed(&w, &ej, r, false)[..r].to_vec()
+                        })
+                        .collect();
+                    ch.push(LinChannel {
+                        lam: sys.lambda.iter().map(|z| cx::<T>(*z)).collect(),
+                        e: e.iter().map(|z| cx::<T>(*z)).collect(),
+                        p: sys
+                            .p
+                            .iter()
+                            .map(|row| row.iter().map(|z| cx::<T>(*z)).collect())
+                            .collect(),
+                        winv: (0..r)
+                            .map(|i| (0..r).map(|j| T::of(winv[j][i].re)).collect())
+                            .collect(),
+                        b: sys.b.iter().map(|z| cx::<T>(*z * dt)).collect(),
+                        c: sys.c.iter().map(|z| cx::<T>(*z * 2.0)).collect(),
+                        half_dt: T::of(dt / 2.0),
+                    });
+                }
+                Ok(Box::new(LinearStepper { m, r, ch }))
+            }
+        }
+    }
+
+    fn buffers(&self) -> Vec<(&'static str, &Vec<T>)> {
+        vec![("kernel_len", &self.kernel_len)]
+    }
+
+    fn buffers_mut(&mut self) -> Vec<(&'static str, &mut Vec<T>)> {
+        vec![("kernel_len", &mut self.kernel_len)]
+    }
+}
+
+/// One channel of the Woodbury step.
+#[derive(Debug)]
+struct LinChannel<T> {
+    lam: Vec<Cx<T>>,
+    e: Vec<Cx<T>>,
+    p: Vec<Vec<Cx<T>>>,
+    winv: Vec<Vec<T>>,
+    b: Vec<Cx<T>>,
+    c: Vec<Cx<T>>,
+    half_dt: T,
+}
+
+/// The O(N·r) bilinear step of the DPLR form (state: `[H, M]` complex, interleaved re/im).
+#[derive(Debug)]
+pub struct LinearStepper<T> {
+    m: usize,
+    r: usize,
+    ch: Vec<LinChannel<T>>,
+}
+
+impl<T: Float> Stepper<T> for LinearStepper<T> {
+    fn state_len(&self) -> usize {
+        // the state [H, M] complex, then scratch: q [r], v [M] complex (no allocation per step)
+        2 * self.ch.len() * self.m + self.r + 2 * self.m
+    }
+
+    fn step(&self, state: &mut [T], u: &[T], y: &mut [T]) {
+        let (m, r) = (self.m, self.r);
+        let zero = Cx::new(T::zero(), T::zero());
+        let two = T::of(2.0);
+        let (state, scratch) = state.split_at_mut(2 * self.ch.len() * m);
+        let (q, vs) = scratch.split_at_mut(r);
+        for (hh, c) in self.ch.iter().enumerate() {
+            let st = &mut state[2 * hh * m..2 * (hh + 1) * m];
+            // P*x over the full (conjugate-symmetric) state: 2·Re Σ p̄ x — real
+            for (j, qj) in q.iter_mut().enumerate() {
+                let mut s = T::zero();
+                for n in 0..m {
+                    let x = Cx::new(st[2 * n], st[2 * n + 1]);
+                    s += (c.p[j][n].conj() * x).re;
+                }
+                *qj = two * s;
+            }
+            // v = (I + Δ/2·A) x + Δ B u,  A x = Λx − P(P*x)
+            for n in 0..m {
+                let x = Cx::new(st[2 * n], st[2 * n + 1]);
+                let mut ax = c.lam[n] * x;
+                for j in 0..r {
+                    ax -= c.p[j][n] * q[j];
+                }
+                let vn = x + ax * c.half_dt + c.b[n] * u[hh];
+                vs[2 * n] = vn.re;
+                vs[2 * n + 1] = vn.im;
+            }
+            // x = (I − Δ/2·A)⁻¹ v = E v − E P W⁻¹ P* E v
+            for (j, qj) in q.iter_mut().enumerate() {
+                let mut s = T::zero();
+                for n in 0..m {
+                    let vn = Cx::new(vs[2 * n], vs[2 * n + 1]);
+                    s += (c.p[j][n].conj() * c.e[n] * vn).re;
+                }
+                *qj = two * s;
+            }
+            let mut acc = T::zero();
+            for n in 0..m {
+                let mut corr = zero;
+                for j in 0..r {
+                    let mut wq = T::zero();
+                    for k in 0..r {
+                        wq += c.winv[j][k] * q[k];
+                    }
+                    corr += c.p[j][n] * wq;
+                }
+                let x = c.e[n] * (Cx::new(vs[2 * n], vs[2 * n + 1]) - corr);
+                st[2 * n] = x.re;
+                st[2 * n + 1] = x.im;
+                acc += (c.c[n] * x).re;
+            }
+            y[hh] = acc;
+        }
+    }
+}
+
+/// The dense bilinear step on the full complex state (state: `[H, N]` complex, interleaved).
+#[derive(Debug)]
+pub struct DenseStepper<T> {
+    h: usize,
+    n: usize,
+    abar: Vec<Cx<T>>,
+    bbar: Vec<Cx<T>>,
+    c: Vec<Cx<T>>,
+}
+
+impl<T: Float> Stepper<T> for DenseStepper<T> {
+    fn state_len(&self) -> usize {
+        // the state [H, N] complex, then scratch for the next state [N] complex
+        2 * self.h * self.n + 2 * self.n
+    }
+
+    fn step(&self, state: &mut [T], u: &[T], y: &mut [T]) {
+        let n = self.n;
+        let (state, next) = state.split_at_mut(2 * self.h * n);
+        for hh in 0..self.h {
+            let st = &mut state[2 * hh * n..2 * (hh + 1) * n];
+            let a = &self.abar[hh * n * n..(hh + 1) * n * n];
+            for i in 0..n {
+                let mut s = self.bbar[hh * n + i] * u[hh];
+                for j in 0..n {
+                    s += a[i * n + j] * Cx::new(st[2 * j], st[2 * j + 1]);
+                }
+                next[2 * i] = s.re;
+                next[2 * i + 1] = s.im;
+            }
+            let mut acc = T::zero();
+            for i in 0..n {
+                let x = Cx::new(next[2 * i], next[2 * i + 1]);
+                st[2 * i] = x.re;
+                st[2 * i + 1] = x.im;
+                acc += (self.c[hh * n + i] * x).re;
+            }
+            y[hh] = acc;
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! # statespace-train
+//!
+//! Training runs: config (TOML), the task registry, the training loop with validation, best and last
+//! checkpoints, exact resume, metrics (JSONL) and a progress bar.
+//!
+//! A run lives in a directory: `config.toml`, `metrics.jsonl`, `best.safetensors` (weights of the
+//! best validation score) and `last.safetensors` (weights, optimizer moments, step; the data order and
+//! dropout masks are functions of (seed, step), so they need no stored state). Resuming from `last`
+//! with the same config and thread count reproduces an uninterrupted run bit for bit.
+
+pub mod config;
+pub mod eval;
+pub mod run;
+pub mod run_dir;
+pub mod tasks;
+
+pub use config::{RunConfig, TrainConfig};
+pub use eval::{Score, batch_loss, eval_checkpoint, evaluate, robustness};
+pub use run::{Summary, TRIM_MULTIPLE, init_threads, run};
+pub use run_dir::{LoadedRun, config_of, load_model, load_weights};
+pub use tasks::{TaskConfig, TaskName, build_task, io_shape};
+
+// the loss skips the targets the data layer leaves unscored
+const _: () = assert!(statespace_core::engine::layers::IGNORE == statespace_data::IGNORE);

@@ -1,0 +1,209 @@
+//! The files of a run directory: `best.safetensors` / `last.safetensors` (weights, buffers, AdamW
+//! moments, the config as metadata) and `metrics.jsonl`; loading a trained model back.
+
+use crate::config::RunConfig;
+use crate::eval::Score;
+use crate::run::{State, init_threads};
+use crate::tasks::{build_task, io_shape};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use statespace_core::engine::checkpoint;
+use statespace_core::engine::optim::AdamW;
+use statespace_core::model::{IoShape, Model};
+use statespace_data::SeqTask;
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::Path;
+
+/// Safetensors names, shapes and values of the model's parameters and buffers.
+fn model_tensors(model: &Model<f32>) -> Vec<(String, Vec<usize>, &[f32])> {
+    let mut v: Vec<(String, Vec<usize>, &[f32])> = model
+        .store
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), p.shape.clone(), p.value.as_slice()))
+        .collect();
+    for (name, buf) in model.buffers() {
+        v.push((name, vec![buf.len()], buf.as_slice()));
+    }
+    v
+}
+
+fn meta(cfg: &RunConfig, io: IoShape, extra: &[(&str, String)]) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    m.insert("format".into(), "statespace-checkpoint-1".into());
+    m.insert(
+        "config".into(),
+        serde_json::to_string(cfg).expect("config serializes"),
+    );
+    m.insert(
+        "io".into(),
+        serde_json::to_string(&io).expect("io serializes"),
+    );
+    m.insert("dtype".into(), "f32".into());
+    for (k, v) in extra {
+        m.insert((*k).into(), v.clone());
+    }
+    m
+}
+
+pub(crate) fn save_last(
+    dir: &Path,
+    cfg: &RunConfig,
+    model: &Model<f32>,
+    opt: &AdamW<f32>,
+    st: &State,
+) -> Result<(), String> {
+    let mut tensors = model_tensors(model);
+    for (i, p) in model.store.params.iter().enumerate() {
+        tensors.push((
+            format!("optim.m.{}", p.name),
+            p.shape.clone(),
+            opt.m[i].as_slice(),
+        ));
+        tensors.push((
+            format!("optim.v.{}", p.name),
+            p.shape.clone(),
+            opt.v[i].as_slice(),
+        ));
+    }
+    let best = st
+        .best_val
+        .map(|s| serde_json::to_string(&s).expect("score serializes"))
+        .unwrap_or_default();
+    let m = meta(
+        cfg,
+        model.io,
+        &[
+            ("step", st.step.to_string()),
+            ("optim_t", opt.t.to_string()),
+            ("best_val", best),
+        ],
+    );
+    checkpoint::save(&dir.join("last.safetensors"), &tensors, m)
+}
+
+pub(crate) fn save_best(
+    dir: &Path,
+    cfg: &RunConfig,
+    model: &Model<f32>,
+    st: &State,
+    val: Score,
+) -> Result<(), String> {
+    let m = meta(
+        cfg,
+        model.io,
+        &[
+            ("step", st.step.to_string()),
+            (
+                "val",
+                serde_json::to_string(&val).expect("score serializes"),
+            ),
+        ],
+    );
+    checkpoint::save(&dir.join("best.safetensors"), &model_tensors(model), m)
+}
+
+/// Copies the weights (and BatchNorm buffers) of a checkpoint into `model`; every missing tensor or
+/// shape mismatch is an error naming the file and the tensor.
+pub fn load_weights(
+    path: &Path,
+    model: &mut Model<f32>,
+    loaded: &checkpoint::Loaded<f32>,
+) -> Result<(), String> {
+    let name = path.display();
+    let get = |tname: &str, shape: &[usize]| -> Result<Vec<f32>, String> {
+        let t = loaded
+            .tensors
+            .get(tname)
+            .ok_or_else(|| format!("{name}: missing tensor {tname}"))?;
+        if t.shape != shape {
+            return Err(format!(
+                "{name}: tensor {tname} has shape {:?}, the model needs {shape:?}",
+                t.shape
+            ));
+        }
+        if let Some(bad) = t.data.iter().position(|v| !v.is_finite()) {
+            return Err(format!(
+                "{name}: tensor {tname} holds a non-finite value at index {bad}"
+            ));
+        }
+        Ok(t.data.clone())
+    };
+    for p in model.store.params.iter_mut() {
+        p.value = get(&p.name, &p.shape)?;
+    }
+    for (bname, buf) in model.buffers_mut() {
+        let n = buf.len();
+        *buf = get(&bname, &[n])?;
+    }
+    Ok(())
+}
+
+/// Reads the run config stored in a checkpoint's metadata.
+pub fn config_of(
+    path: &Path,
+    loaded: &checkpoint::Loaded<f32>,
+) -> Result<(RunConfig, IoShape), String> {
+    let name = path.display();
+    let c = loaded.meta.get("config").ok_or_else(|| {
+        format!("{name}: metadata has no \"config\" (not a statespace checkpoint?)")
+    })?;
+    let cfg: RunConfig =
+        serde_json::from_str(c).map_err(|e| format!("{name}: metadata \"config\": {e}"))?;
+    let io = loaded
+        .meta
+        .get("io")
+        .ok_or_else(|| format!("{name}: metadata has no \"io\""))?;
+    let io: IoShape =
+        serde_json::from_str(io).map_err(|e| format!("{name}: metadata \"io\": {e}"))?;
+    Ok((cfg, io))
+}
+
+pub(crate) fn truncate_metrics(path: &Path, step: usize) -> Result<(), String> {
+    let Ok(f) = std::fs::File::open(path) else {
+        return Ok(());
+    };
+    let mut keep = String::new();
+    for line in std::io::BufReader::new(f).lines() {
+        let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
+        let s = serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|v| v["step"].as_u64());
+        if s.is_some_and(|s| s as usize <= step) {
+            keep.push_str(&line);
+            keep.push('\n');
+        }
+    }
+    checkpoint::write_atomic(path, keep.as_bytes())
+}
+
+/// A run's config, its trained model and its task.
+pub type LoadedRun = (RunConfig, Model<f32>, Box<dyn SeqTask>);
+
+/// A trained model from a run directory (its best.safetensors) or a checkpoint file, with its run
+/// config and task (`data` overrides the dataset directory).
+pub fn load_model(path: &Path, data: Option<&Path>) -> Result<LoadedRun, String> {
+    let file = if path.is_dir() {
+        path.join("best.safetensors")
+    } else {
+        path.to_path_buf()
+    };
+    let loaded = checkpoint::load::<f32>(&file)?;
+    let (cfg, io) = config_of(&file, &loaded)?;
+    init_threads(cfg.train.threads);
+    let task = build_task(&cfg.task, data, cfg.train.seed)?;
+    if io_shape(task.as_ref()) != io {
+        return Err(format!(
+            "{}: the checkpoint's input/output shape does not match the task's",
+            file.display()
+        ));
+    }
+    let mut model = Model::<f32>::new(
+        &cfg.model.resolved(task.spec().len),
+        io,
+        &mut StdRng::seed_from_u64(0),
+    )?;
+    load_weights(&file, &mut model, &loaded)?;
+    Ok((cfg, model, task))
+}
