@@ -14,7 +14,9 @@
 //! `statespace-bench`.
 
 pub mod engine;
+pub mod error;
 pub mod kernels;
 pub mod model;
 
 pub use engine::float::Float;
+pub use error::{Error, Result};

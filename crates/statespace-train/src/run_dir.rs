@@ -80,7 +80,11 @@ pub(crate) fn save_last(
             ("best_val", best),
         ],
     );
-    checkpoint::save(&dir.join("last.safetensors"), &tensors, m)
+    Ok(checkpoint::save(
+        &dir.join("last.safetensors"),
+        &tensors,
+        m,
+    )?)
 }
 
 pub(crate) fn save_best(
@@ -101,7 +105,11 @@ pub(crate) fn save_best(
             ),
         ],
     );
-    checkpoint::save(&dir.join("best.safetensors"), &model_tensors(model), m)
+    Ok(checkpoint::save(
+        &dir.join("best.safetensors"),
+        &model_tensors(model),
+        m,
+    )?)
 }
 
 /// Copies the weights (and BatchNorm buffers) of a checkpoint into `model`; every missing tensor or
@@ -175,7 +183,7 @@ pub(crate) fn truncate_metrics(path: &Path, step: usize) -> Result<(), String> {
             keep.push('\n');
         }
     }
-    checkpoint::write_atomic(path, keep.as_bytes())
+    Ok(checkpoint::write_atomic(path, keep.as_bytes())?)
 }
 
 /// A run's config, its trained model and its task.

@@ -72,7 +72,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), Failure> {
     let len = prompt.len();
     let per_pos = model
         .prefill(&mut st, Input::Tokens(&prompt), len)
-        .map_err(Failure::Compute)?;
+        .map_err(|e| Failure::Compute(e.to_string()))?;
     // logits at the last prompt position: [1, K, L] → column L − 1
     let mut logits: Vec<f32> = (0..k).map(|c| per_pos[c * len + len - 1]).collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);

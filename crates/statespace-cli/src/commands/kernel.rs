@@ -182,7 +182,7 @@ pub fn engine_kernel(args: &KernelArgs) -> Result<(Vec<f64>, String), Failure> {
         }
         let (_, k) = model
             .layer_kernels(args.layer, len)
-            .map_err(Failure::Input)?;
+            .map_err(|e| Failure::Input(e.to_string()))?;
         let row = k[args.channel * len..(args.channel + 1) * len]
             .iter()
             .map(|v| *v as f64)
@@ -236,8 +236,10 @@ pub fn engine_kernel(args: &KernelArgs) -> Result<(Vec<f64>, String), Failure> {
         },
         &mut StdRng::seed_from_u64(args.seed),
     )
-    .map_err(Failure::Input)?;
-    let (_, k) = model.layer_kernels(0, len).map_err(Failure::Compute)?;
+    .map_err(|e| Failure::Input(e.to_string()))?;
+    let (_, k) = model
+        .layer_kernels(0, len)
+        .map_err(|e| Failure::Compute(e.to_string()))?;
     Ok((
         k[..len].to_vec(),
         format!(

@@ -3,6 +3,7 @@
 //! fsync of the directory. The format is documented in `docs/checkpoint-format.md`.
 
 use crate::engine::float::Float;
+use crate::error::Error;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::io::Write;
@@ -39,8 +40,7 @@ pub fn save<T: Float>(
     path: &Path,
     tensors: &[(String, Vec<usize>, &[T])],
     meta: HashMap<String, String>,
-) -> Result<(), String> {
-    let name = path.display();
+) -> Result<(), Error> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(n, s, v)| (n.clone(), s.clone(), T::to_le_bytes_vec(v)))
@@ -49,15 +49,14 @@ pub fn save<T: Float>(
         .iter()
         .map(|(n, s, b)| TensorView::new(dtype_of::<T>(), s.clone(), b).map(|v| (n.clone(), v)))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{name}: cannot build the tensors: {e}"))?;
+        .map_err(|e| Error::file(path, format!("cannot build the tensors: {e}")))?;
     let data = safetensors::tensor::serialize(views, &Some(meta))
-        .map_err(|e| format!("{name}: cannot serialize: {e}"))?;
+        .map_err(|e| Error::file(path, format!("cannot serialize: {e}")))?;
     write_atomic(path, &data)
 }
 
 /// Writes `data` to `path` atomically (temporary file, fsync, rename, fsync of the directory).
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
-    let name = path.display();
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -69,14 +68,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
             .unwrap_or_default()
     ));
     let mut f = std::fs::File::create(&tmp)
-        .map_err(|e| format!("{}: cannot create: {e}", tmp.display()))?;
+        .map_err(|e| Error::file(&tmp, format!("cannot create: {e}")))?;
     f.write_all(data)
-        .map_err(|e| format!("{}: cannot write: {e}", tmp.display()))?;
+        .map_err(|e| Error::file(&tmp, format!("cannot write: {e}")))?;
     f.sync_all()
-        .map_err(|e| format!("{}: cannot sync: {e}", tmp.display()))?;
+        .map_err(|e| Error::file(&tmp, format!("cannot sync: {e}")))?;
     drop(f);
     std::fs::rename(&tmp, path)
-        .map_err(|e| format!("{name}: cannot move the new file into place: {e}"))?;
+        .map_err(|e| Error::file(path, format!("cannot move the new file into place: {e}")))?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
@@ -84,14 +83,13 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
 }
 
 /// Reads a checkpoint; every problem names the file and the tensor.
-pub fn load<T: Float>(path: &Path) -> Result<Loaded<T>, String> {
-    let name = path.display();
-    let bytes = std::fs::read(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
+pub fn load<T: Float>(path: &Path) -> Result<Loaded<T>, Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
     let (_, header) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| format!("{name}: not a valid safetensors file: {e}"))?;
+        .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
     let meta = header.metadata().clone().unwrap_or_default();
     let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| format!("{name}: not a valid safetensors file: {e}"))?;
+        .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
     let mut tensors = HashMap::new();
     for (tname, view) in st.tensors() {
         let data: Vec<T> = match view.dtype() {
@@ -101,12 +99,18 @@ pub fn load<T: Float>(path: &Path) -> Result<Loaded<T>, String> {
                 f64::from_le_bytes_slice(view.data()).map(|v| v.into_iter().map(T::of).collect())
             }
             other => {
-                return Err(format!(
-                    "{name}: tensor {tname} has dtype {other:?}; statespace reads F32 and F64"
+                return Err(Error::file(
+                    path,
+                    format!("tensor {tname} has dtype {other:?}; statespace reads F32 and F64"),
                 ));
             }
         }
-        .ok_or_else(|| format!("{name}: tensor {tname}: data length does not match its dtype"))?;
+        .ok_or_else(|| {
+            Error::file(
+                path,
+                format!("tensor {tname}: data length does not match its dtype"),
+            )
+        })?;
         tensors.insert(
             tname,
             Tensor {

@@ -92,6 +92,23 @@ pub struct OptimConfig {
     pub eps: f64,
 }
 
+impl Default for OptimConfig {
+    /// The defaults of a run's `[train]` section: lr 0.01, weight decay 0.05, the SSM groups at lr
+    /// 1e-3 without decay, β = (0.9, 0.999), ε = 1e-8.
+    fn default() -> Self {
+        Self {
+            lr: 0.01,
+            weight_decay: 0.05,
+            ssm_a: GroupConfig::default(),
+            ssm_b: GroupConfig::default(),
+            ssm_dt: GroupConfig::default(),
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
 impl OptimConfig {
     /// (lr, weight decay) of a parameter kind, before the schedule.
     pub fn group(&self, kind: ParamKind) -> (f64, f64) {

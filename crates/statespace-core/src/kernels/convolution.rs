@@ -14,6 +14,7 @@ use super::{SequenceKernel, SequenceMap, Stepper};
 use crate::engine::fftconv::FftConv;
 use crate::engine::float::Float;
 use crate::engine::params::ParamStore;
+use crate::error::Error;
 
 /// A convolution kernel as a sequence map: builds `K` for the input's length, folds both
 /// directions into one circular kernel of length `2L` and convolves by FFT; the backward takes
@@ -112,7 +113,7 @@ impl<T: Float> SequenceMap<T> for Convolution<T> {
         self.kernel.backward(store, &self.d_kernel);
     }
 
-    fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, String> {
+    fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, Error> {
         self.kernel.stepper(store)
     }
 

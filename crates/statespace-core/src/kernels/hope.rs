@@ -28,6 +28,7 @@
 
 use crate::engine::float::Float;
 use crate::engine::params::{ParamId, ParamKind, ParamStore};
+use crate::error::Error;
 use crate::kernels::{SequenceKernel, Stepper};
 use num_complex::Complex64 as C64;
 use rand::Rng;
@@ -126,18 +127,19 @@ impl HopeKernel {
         prefix: &str,
         cfg: HopeConfig,
         rng: &mut impl Rng,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         let (hn, n) = (cfg.channels, cfg.state_size);
         if n < 2 || n % 2 != 0 {
-            return Err(format!(
-                "model.d_state: HOPE needs an even state size ≥ 2, got {n}"
+            return Err(Error::config(
+                "model.d_state",
+                format!("HOPE needs an even state size ≥ 2, got {n}"),
             ));
         }
         if cfg.bidirectional && cfg.opts.mode == HopeMode::Circular {
-            return Err(
-                "model.bidirectional: the circular HOPE kernel is already non-causal; use mode = \"causal\" for two directions"
-                    .into(),
-            );
+            return Err(Error::config(
+                "model.bidirectional",
+                "the circular HOPE kernel is already non-causal; use mode = \"causal\" for two directions",
+            ));
         }
         let dirs = if cfg.bidirectional { 2 } else { 1 };
         let m = n / 2;
@@ -148,8 +150,8 @@ impl HopeKernel {
                 T::of(v * scale)
             })
             .collect();
-        let dts =
-            inits::log_uniform_dt(hn, cfg.dt_min, cfg.dt_max, rng).map_err(|e| e.to_string())?;
+        let dts = inits::log_uniform_dt(hn, cfg.dt_min, cfg.dt_max, rng)
+            .map_err(Error::math("initial steps"))?;
         let hp = store.add(format!("{prefix}.h"), &[dirs, hn, m], h, ParamKind::Weight);
         let log_dt = store.add(
             format!("{prefix}.log_dt"),
@@ -363,18 +365,15 @@ impl<T: Float> SequenceKernel<T> for HopeKernel {
         }
     }
 
-    fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, String> {
+    fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, Error> {
         if self.cfg.opts.mode == HopeMode::Circular {
-            return Err(
-                "the circular HOPE kernel (Algorithm 1) wraps around the sequence: it has no recurrent (step) mode; use model.hope.mode = \"causal\""
-                    .into(),
-            );
+            return Err(Error::Unsupported("the circular HOPE kernel (Algorithm 1) wraps around the sequence: it has no recurrent (step) mode; use model.hope.mode = \"causal\"".into()));
         }
         if self.cfg.bidirectional {
-            return Err(
+            return Err(Error::Unsupported(
                 "a bidirectional HOPE layer sees the future: it has no recurrent (step) mode"
                     .into(),
-            );
+            ));
         }
         let hn = self.cfg.channels;
         let mut h = Vec::with_capacity(hn * self.m());

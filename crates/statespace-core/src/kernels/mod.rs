@@ -12,6 +12,7 @@
 
 use crate::engine::float::Float;
 use crate::engine::params::{ParamId, ParamStore};
+use crate::error::Error;
 
 mod convolution;
 pub mod discretize;
@@ -44,7 +45,7 @@ pub trait SequenceKernel<T: Float>: Send + Sync + std::fmt::Debug {
     /// Accumulates the parameter gradients for `dk [dirs, H, len]` of the last `forward`.
     fn backward(&mut self, store: &mut ParamStore<T>, dk: &[T]);
     /// The recurrent form (causal kernels only; a bidirectional kernel returns an error).
-    fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, String>;
+    fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, Error>;
     /// Non-trainable state saved in checkpoints (`blocks.i.ssm.kernel.NAME`), e.g. the length S4's
     /// C̃ refers to or SGConv's frozen normalization.
     fn buffers(&self) -> Vec<(&'static str, &Vec<T>)> {
@@ -73,7 +74,7 @@ pub trait SequenceMap<T: Float>: Send + Sync + std::fmt::Debug {
     /// `dy [B, H, L] → du [B, H, L]` for the last forward; accumulates the parameter gradients.
     fn backward(&mut self, store: &mut ParamStore<T>, dy: &[T], du: &mut Vec<T>);
     /// The recurrent form (causal maps only; a bidirectional one returns an error).
-    fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, String>;
+    fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, Error>;
     /// The impulse responses `(dirs, [dirs, H, len])`: each channel's response to an impulse on
     /// itself (for a convolution, its kernels).
     fn impulse_responses(&mut self, store: &ParamStore<T>, len: usize) -> (usize, Vec<T>);

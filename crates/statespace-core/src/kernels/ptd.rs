@@ -14,6 +14,7 @@
 //! (`$STATESPACE_CACHE`, else `$XDG_CACHE_HOME/statespace`, else `~/.cache/statespace`) and in
 //! memory; the first use of an N runs the search (20,000 Adam steps: ≈ 4 min at N = 64 on 2 cores).
 
+use crate::error::Error;
 use crate::kernels::s5::S5Init;
 use num_complex::Complex64 as C64;
 use statespace_math::hippo::{self, Measure};
@@ -39,8 +40,12 @@ fn memo() -> &'static Mutex<HashMap<usize, Diagonalized>> {
 }
 
 /// The diagonalization of `A_LegS(n) + E(n)` with `B_LegS` (Re λ forced negative).
-pub fn legs(n: usize) -> Result<Diagonalized, String> {
-    if let Some(d) = memo().lock().map_err(|e| e.to_string())?.get(&n) {
+pub fn legs(n: usize) -> Result<Diagonalized, Error> {
+    if let Some(d) = memo()
+        .lock()
+        .map_err(|e| Error::Invalid(e.to_string()))?
+        .get(&n)
+    {
         return Ok(d.clone());
     }
     let dir = cache_dir();
@@ -55,28 +60,29 @@ pub fn legs(n: usize) -> Result<Diagonalized, String> {
             eprintln!("PTD: iteration {it}, cond(V) = {cond:.2}");
         }
     })
-    .map_err(|e| format!("PTD perturbation for N = {n}: {e}"))?;
-    let (a, b) = hippo::transition(Measure::LegS, n).map_err(|e| e.to_string())?;
+    .map_err(Error::math(format!("PTD perturbation for N = {n}")))?;
+    let (a, b) = hippo::transition(Measure::LegS, n).map_err(Error::math("LegS"))?;
     let d = mptd::diagonalize_perturbed(&a, &p.e, &b, true)
-        .map_err(|e| format!("PTD diagonalization: {e}"))?;
+        .map_err(Error::math("PTD diagonalization"))?;
     memo()
         .lock()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| Error::Invalid(e.to_string()))?
         .insert(n, d.clone());
     Ok(d)
 }
 
 /// The S4D modes `(λ, B̃)` of S4-PTD for state size `n` (all n of them for the default complex E).
-pub fn s4_modes(n: usize) -> Result<Vec<(C64, C64)>, String> {
+pub fn s4_modes(n: usize) -> Result<Vec<(C64, C64)>, Error> {
     let d = legs(n)?;
     Ok(d.lambda.iter().copied().zip(d.b.iter().copied()).collect())
 }
 
 /// The S5 initialization of S5-PTD: `blocks` diagonal blocks of size `p / blocks`.
-pub fn s5_init(p: usize, blocks: usize) -> Result<S5Init, String> {
+pub fn s5_init(p: usize, blocks: usize) -> Result<S5Init, Error> {
     if blocks == 0 || !p.is_multiple_of(blocks) || !(p / blocks).is_multiple_of(2) {
-        return Err(format!(
-            "model.s5.blocks: {blocks} blocks must split d_state = {p} into even blocks"
+        return Err(Error::config(
+            "model.s5.blocks",
+            format!("{blocks} blocks must split d_state = {p} into even blocks"),
         ));
     }
     let bs = p / blocks;

@@ -36,6 +36,7 @@
 
 use crate::engine::float::Float;
 use crate::engine::params::{ParamId, ParamKind, ParamStore};
+use crate::error::Error;
 use crate::kernels::discretize::MIN_NEG_REAL;
 use crate::kernels::{SequenceKernel, Stepper};
 use num_complex::{Complex, Complex64 as C64};
@@ -522,30 +523,36 @@ impl<T: Float> S4Kernel<T> {
         prefix: &str,
         cfg: S4Config,
         rng: &mut impl Rng,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         let (h, n, s) = (cfg.channels, cfg.state_size, cfg.n_ssm);
         if n < 2 || n % 2 != 0 {
-            return Err(format!(
-                "model.d_state: S4 needs an even state size ≥ 2, got {n}"
+            return Err(Error::config(
+                "model.d_state",
+                format!("S4 needs an even state size ≥ 2, got {n}"),
             ));
         }
         if s == 0 || s > h || h % s != 0 {
-            return Err(format!(
-                "model.n_ssm: must divide d_model = {h} (1 ≤ n_ssm ≤ d_model), got {s}"
+            return Err(Error::config(
+                "model.n_ssm",
+                format!("must divide d_model = {h} (1 ≤ n_ssm ≤ d_model), got {s}"),
             ));
         }
         let m = n / 2;
         let dirs = if cfg.bidirectional { 2 } else { 1 };
-        let dplr = Dplr::from_measure(cfg.init.measure(), n).map_err(|e| e.to_string())?;
+        let dplr =
+            Dplr::from_measure(cfg.init.measure(), n).map_err(Error::math("S4 DPLR form"))?;
         let rank = dplr.p.len();
         if rank > RMAX {
-            return Err(format!(
-                "S4: the {:?} measure has a rank-{rank} correction; the kernel supports rank ≤ {RMAX}",
-                cfg.init
+            return Err(Error::config(
+                "model.init",
+                format!(
+                    "S4: the {:?} measure has a rank-{rank} correction; the kernel supports rank ≤ {RMAX}",
+                    cfg.init
+                ),
             ));
         }
-        let dts =
-            inits::log_uniform_dt(h, cfg.dt_min, cfg.dt_max, rng).map_err(|e| e.to_string())?;
+        let dts = inits::log_uniform_dt(h, cfg.dt_min, cfg.dt_max, rng)
+            .map_err(Error::math("initial steps"))?;
         let c = inits::complex_normal(dirs * h * m, rng);
         let t = |v: Vec<f64>| v.into_iter().map(T::of).collect::<Vec<T>>();
         let tile = |f: &dyn Fn(usize) -> f64, per: usize| -> Vec<T> {
@@ -878,15 +885,15 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
         }
     }
 
-    fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, String> {
+    fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, Error> {
         if self.cfg.bidirectional {
-            return Err(
+            return Err(Error::Unsupported(
                 "a bidirectional S4 layer sees the future: it has no recurrent (step) mode".into(),
-            );
+            ));
         }
         let (h, m, r) = (self.cfg.channels, self.cfg.state_size / 2, self.rank);
         let kl = self.kernel_len();
-        let chans: Vec<Result<(DplrSystem, f64), String>> = (0..h)
+        let chans: Vec<Result<(DplrSystem, f64), Error>> = (0..h)
             .into_par_iter()
             .map(|hh| {
                 let (sys, dt) = self.system(store, 0, hh);
@@ -895,7 +902,7 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
                     sys.c.clone()
                 } else {
                     sys.c_from_c_tilde(&sys.c, dt, kl)
-                        .map_err(|e| format!("S4 channel {hh}: recovering C from C̃: {e}"))?
+                        .map_err(Error::math(format!("S4 channel {hh}: recovering C from C̃")))?
                 };
                 Ok((DplrSystem { c, ..sys }, dt))
             })
@@ -907,7 +914,9 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
                 let mut bbar = Vec::with_capacity(h * 2 * m);
                 let mut c = Vec::with_capacity(h * 2 * m);
                 for (sys, dt) in &chans {
-                    let (a, b) = sys.bilinear_full(*dt).map_err(|e| e.to_string())?;
+                    let (a, b) = sys
+                        .bilinear_full(*dt)
+                        .map_err(Error::math("S4 dense step matrices"))?;
                     let n = 2 * m;
                     for i in 0..n {
                         for j in 0..n {

@@ -34,6 +34,7 @@
 
 use crate::engine::float::{Float, matmul};
 use crate::engine::params::{ParamId, ParamKind, ParamStore};
+use crate::error::Error;
 use crate::kernels::discretize::{Disc, MIN_NEG_REAL, Mode, discretize};
 use crate::kernels::{SequenceKernel, Stepper};
 use num_complex::Complex64 as C64;
@@ -100,27 +101,27 @@ impl S4dKernel {
         prefix: &str,
         cfg: S4dConfig,
         rng: &mut impl Rng,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         let (h, n) = (cfg.channels, cfg.state_size);
         let m = n / 2;
         let dirs = if cfg.bidirectional { 2 } else { 1 };
         let (a, b0): (Vec<C64>, Vec<C64>) = match &cfg.custom {
             Some(modes) => {
                 if modes.len() != m {
-                    return Err(format!(
+                    return Err(Error::Invalid(format!(
                         "S4D: {} explicit modes for state size {n} (need N/2)",
                         modes.len()
-                    ));
+                    )));
                 }
                 modes.iter().copied().unzip()
             }
             None => (
-                inits::init_a(cfg.init, n, rng).map_err(|e| e.to_string())?,
+                inits::init_a(cfg.init, n, rng).map_err(Error::math("S4D init of A"))?,
                 vec![C64::new(1.0, 0.0); m],
             ),
         };
-        let dts =
-            inits::log_uniform_dt(h, cfg.dt_min, cfg.dt_max, rng).map_err(|e| e.to_string())?;
+        let dts = inits::log_uniform_dt(h, cfg.dt_min, cfg.dt_max, rng)
+            .map_err(Error::math("initial steps"))?;
         let c = inits::complex_normal(dirs * h * m, rng);
         let t = |v: Vec<f64>| v.into_iter().map(T::of).collect::<Vec<T>>();
         let log_dt = store.add(
@@ -542,11 +543,11 @@ impl<T: Float> SequenceKernel<T> for S4dKernel {
         self.grad_buf = gbuf;
     }
 
-    fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, String> {
+    fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, Error> {
         if self.cfg.bidirectional {
-            return Err(
+            return Err(Error::Unsupported(
                 "a bidirectional S4D layer sees the future: it has no recurrent (step) mode".into(),
-            );
+            ));
         }
         let mut me = S4dKernel {
             cfg: self.cfg.clone(),

@@ -26,6 +26,7 @@
 
 use crate::engine::float::{Float, matmul};
 use crate::engine::params::{ParamId, ParamKind, ParamStore};
+use crate::error::Error;
 use crate::kernels::discretize::{Disc, MIN_NEG_REAL, Mode, discretize};
 use crate::kernels::{SequenceMap, Stepper};
 use num_complex::{Complex, Complex64 as C64};
@@ -138,14 +139,15 @@ pub struct S5Layer<T> {
 }
 
 /// The block-diagonal LegS diagonalization: Λ (M), V (P × M), V⁺ = Vᴴ (M × P).
-pub fn block_legs(p: usize, blocks: usize) -> Result<S5Init, String> {
+pub fn block_legs(p: usize, blocks: usize) -> Result<S5Init, Error> {
     if blocks == 0 || !p.is_multiple_of(blocks) || !(p / blocks).is_multiple_of(2) {
-        return Err(format!(
-            "model.s5.blocks: {blocks} blocks must split d_state = {p} into even blocks"
+        return Err(Error::config(
+            "model.s5.blocks",
+            format!("{blocks} blocks must split d_state = {p} into even blocks"),
         ));
     }
     let bs = p / blocks;
-    let d = Dplr::from_measure(Measure::LegS, bs).map_err(|e| e.to_string())?;
+    let d = Dplr::from_measure(Measure::LegS, bs).map_err(Error::math("S5 block LegS"))?;
     let mb = bs / 2;
     let m = p / 2;
     let mut lambda = Vec::with_capacity(m);
@@ -257,17 +259,18 @@ impl<T: Float> S5Layer<T> {
         prefix: &str,
         cfg: S5Config,
         rng: &mut impl Rng,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         let (h, p) = (cfg.channels, cfg.state_size);
         if p < 2 || !p.is_multiple_of(2) {
-            return Err(format!(
-                "model.d_state: S5 needs an even state size ≥ 2, got {p}"
+            return Err(Error::config(
+                "model.d_state",
+                format!("S5 needs an even state size ≥ 2, got {p}"),
             ));
         }
         if !(cfg.opts.step_rescale > 0.0 && cfg.opts.step_rescale.is_finite()) {
-            return Err(format!(
-                "model.s5.step_rescale: must be positive, got {}",
-                cfg.opts.step_rescale
+            return Err(Error::config(
+                "model.s5.step_rescale",
+                format!("must be positive, got {}", cfg.opts.step_rescale),
             ));
         }
         let init = match &cfg.init {
@@ -277,7 +280,9 @@ impl<T: Float> S5Layer<T> {
         // M = P/2 for block LegS; a PTD diagonalization may keep a few more (real eigenvalues)
         let m = init.lambda.len();
         if init.v.len() != p * m || init.vinv.len() != m * p {
-            return Err("S5 init: Λ, V, V⁺ have the wrong sizes".into());
+            return Err(Error::Invalid(
+                "S5 init: Λ, V, V⁺ have the wrong sizes".into(),
+            ));
         }
         let dirs = if cfg.bidirectional { 2 } else { 1 };
         let normal = |rng: &mut dyn rand::RngCore, s: f64| -> f64 {
@@ -310,8 +315,8 @@ impl<T: Float> S5Layer<T> {
                 }
             }
         }
-        let dts =
-            inits::log_uniform_dt(m, cfg.dt_min, cfg.dt_max, rng).map_err(|e| e.to_string())?;
+        let dts = inits::log_uniform_dt(m, cfg.dt_min, cfg.dt_max, rng)
+            .map_err(Error::math("initial steps"))?;
         let t = |v: Vec<f64>| v.into_iter().map(T::of).collect::<Vec<T>>();
         let log_lambda_real = store.add(
             format!("{prefix}.log_lambda_real"),
@@ -707,11 +712,11 @@ impl<T: Float> S5Layer<T> {
     }
 
     /// The recurrent form (causal only).
-    pub fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, String> {
+    pub fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, Error> {
         if self.cfg.bidirectional {
-            return Err(
+            return Err(Error::Unsupported(
                 "a bidirectional S5 layer sees the future: it has no recurrent (step) mode".into(),
-            );
+            ));
         }
         let (_, abar, bbar_re, bbar_im) = self.discretized(store);
         let two = T::of(2.0);
@@ -792,7 +797,7 @@ impl<T: Float> SequenceMap<T> for S5Layer<T> {
         S5Layer::backward(self, store, dy, du)
     }
 
-    fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, String> {
+    fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, Error> {
         S5Layer::stepper(self, store)
     }
 

@@ -18,6 +18,7 @@
 
 use crate::engine::float::Float;
 use crate::engine::params::{ParamId, ParamKind, ParamStore};
+use crate::error::Error;
 use crate::kernels::{SequenceKernel, Stepper};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -132,18 +133,27 @@ impl<T: Float> SgConvKernel<T> {
         prefix: &str,
         cfg: SgConvConfig,
         rng: &mut impl Rng,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         let d = cfg.opts.kernel_dim;
         if d == 0 {
-            return Err("model.sgconv.kernel_dim: must be at least 1".into());
+            return Err(Error::config(
+                "model.sgconv.kernel_dim",
+                "must be at least 1",
+            ));
         }
         if cfg.max_len == 0 {
-            return Err("model.l_max: SGConv needs the sequence length (got 0)".into());
+            return Err(Error::config(
+                "model.l_max",
+                "SGConv needs the sequence length (got 0)",
+            ));
         }
         if !(cfg.opts.decay_min > 0.0 && cfg.opts.decay_max > 0.0) {
-            return Err(format!(
-                "model.sgconv.decay_min/decay_max: must be positive, got {} and {}",
-                cfg.opts.decay_min, cfg.opts.decay_max
+            return Err(Error::config(
+                "model.sgconv.decay_min/decay_max",
+                format!(
+                    "must be positive, got {} and {}",
+                    cfg.opts.decay_min, cfg.opts.decay_max
+                ),
             ));
         }
         let levels = (cfg.max_len as f64 / d as f64).log2().ceil().max(0.0) as usize;
@@ -323,12 +333,12 @@ impl<T: Float> SequenceKernel<T> for SgConvKernel<T> {
         }
     }
 
-    fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, String> {
+    fn stepper(&self, store: &ParamStore<T>) -> Result<Box<dyn Stepper<T>>, Error> {
         if self.cfg.bidirectional {
-            return Err(
+            return Err(Error::Unsupported(
                 "a bidirectional SGConv layer sees the future: it has no recurrent (step) mode"
                     .into(),
-            );
+            ));
         }
         let mut me = SgConvKernel {
             cfg: self.cfg.clone(),

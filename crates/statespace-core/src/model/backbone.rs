@@ -17,6 +17,7 @@ use super::ssm_layer::InputNoise;
 use crate::engine::float::Float;
 use crate::engine::layers::{self, Embedding, Gelu, Linear, Pool};
 use crate::engine::params::ParamStore;
+use crate::error::Error;
 use rand::Rng;
 
 /// How inputs enter the model: a linear map of real channels, or a token embedding.
@@ -110,15 +111,17 @@ pub struct Model<T: Float> {
 
 impl<T: Float> Model<T> {
     /// Builds and initializes a model (parameters drawn from `rng`).
-    pub fn new(cfg: &ModelConfig, io: IoShape, rng: &mut impl Rng) -> Result<Self, String> {
+    pub fn new(cfg: &ModelConfig, io: IoShape, rng: &mut impl Rng) -> Result<Self, Error> {
         cfg.validate()?;
         if (io.d_input == 0) == (io.vocab == 0) {
-            return Err(
+            return Err(Error::Invalid(
                 "exactly one of d_input (real inputs) and vocab (tokens) must be non-zero".into(),
-            );
+            ));
         }
         if io.d_output == 0 {
-            return Err("the task has no outputs (d_output = 0)".into());
+            return Err(Error::Invalid(
+                "the task has no outputs (d_output = 0)".into(),
+            ));
         }
         let h = cfg.d_model;
         let mut store = ParamStore::new();
@@ -134,7 +137,10 @@ impl<T: Float> Model<T> {
             .prenorm
             .then(|| Norm::new(&mut store, "final_norm", cfg.norm, h));
         if io.pair && cfg.pool == Pool::None {
-            return Err("a two-tower (pair) task needs model.pool = \"mean\" or \"last\"".into());
+            return Err(Error::config(
+                "model.pool",
+                "a two-tower (pair) task needs \"mean\" or \"last\"",
+            ));
         }
         let pair_head = io.pair.then(|| {
             (
@@ -356,12 +362,11 @@ impl<T: Float> Model<T> {
     /// The impulse responses of block `layer`'s sequence map (without the `D·u` skip), as
     /// `(directions, [dirs, H, len])`: the convolution kernels, or for S5 the responses of each
     /// channel to an impulse on itself.
-    pub fn layer_kernels(&mut self, layer: usize, len: usize) -> Result<(usize, Vec<T>), String> {
+    pub fn layer_kernels(&mut self, layer: usize, len: usize) -> Result<(usize, Vec<T>), Error> {
         let nb = self.blocks.len();
-        let blk = self
-            .blocks
-            .get_mut(layer)
-            .ok_or_else(|| format!("layer {layer} does not exist (the model has {nb})"))?;
+        let blk = self.blocks.get_mut(layer).ok_or_else(|| {
+            Error::Invalid(format!("layer {layer} does not exist (the model has {nb})"))
+        })?;
         Ok(blk.ssm.map.impulse_responses(&self.store, len))
     }
 

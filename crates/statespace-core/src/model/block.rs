@@ -9,6 +9,7 @@ use super::ssm_layer::{SsmLayer, StepScratch};
 use crate::engine::float::Float;
 use crate::engine::layers::{BatchNorm, LayerNorm};
 use crate::engine::params::ParamStore;
+use crate::error::Error;
 use crate::kernels::Stepper;
 use rand::Rng;
 use rayon::prelude::*;
@@ -134,7 +135,7 @@ impl<T: Float> SsmBlock<T> {
         prefix: &str,
         cfg: &ModelConfig,
         rng: &mut impl Rng,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         let norm = Norm::new(store, &format!("{prefix}.norm"), cfg.norm, cfg.d_model);
         let ssm = SsmLayer::new(store, &format!("{prefix}.ssm"), cfg, rng)?;
         Ok(Self {

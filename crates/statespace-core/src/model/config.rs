@@ -2,6 +2,7 @@
 //! and a batch of inputs ([`Input`]).
 
 use crate::engine::layers::Pool;
+use crate::error::Error;
 use crate::kernels::discretize::Disc;
 use crate::kernels::hope::HopeOptions;
 use crate::kernels::s4::{DplrInit, StepMode};
@@ -227,8 +228,8 @@ impl ModelConfig {
     }
 
     /// Checks the values; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
-        let bad = |f: &str, why: String| Err(format!("model.{f}: {why}"));
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |f: &str, why: String| Err(Error::config(&format!("model.{f}"), why));
         if self.d_model == 0 {
             return bad("d_model", "must be at least 1".into());
         }

@@ -10,6 +10,7 @@ use super::config::{LayerKind, ModelConfig};
 use crate::engine::float::Float;
 use crate::engine::layers::{self, Dropout, Gelu, Glu, Linear};
 use crate::engine::params::{ParamId, ParamKind, ParamStore};
+use crate::error::Error;
 use crate::kernels::hope::{HopeConfig, HopeKernel};
 use crate::kernels::s4::{S4Config, S4Kernel};
 use crate::kernels::s4d::{S4dConfig, S4dKernel};
@@ -107,7 +108,7 @@ impl<T: Float> SsmLayer<T> {
         prefix: &str,
         cfg: &ModelConfig,
         rng: &mut impl Rng,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         let h = cfg.d_model;
         let kernel: Box<dyn SequenceKernel<T>> = match cfg.kind {
             LayerKind::S5 | LayerKind::S5Ptd => {
@@ -162,10 +163,9 @@ impl<T: Float> SsmLayer<T> {
                     channels: h,
                     state_size: cfg.d_state,
                     n_ssm: cfg.n_ssm,
-                    init: cfg
-                        .init
-                        .dplr()
-                        .ok_or("model.init: not a HiPPO operator for S4")?,
+                    init: cfg.init.dplr().ok_or_else(|| {
+                        Error::config("model.init", "not a HiPPO operator for S4")
+                    })?,
                     dt_min: cfg.dt_min,
                     dt_max: cfg.dt_max,
                     bidirectional: cfg.bidirectional,
@@ -207,7 +207,7 @@ impl<T: Float> SsmLayer<T> {
         cfg: &ModelConfig,
         rng: &mut impl Rng,
         map: Box<dyn SequenceMap<T>>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         let h = cfg.d_model;
         let dvals = (0..h).map(|_| T::of(normal(rng))).collect();
         let d = store.add(format!("{prefix}.d"), &[h], dvals, ParamKind::Weight);

@@ -20,6 +20,7 @@ use super::config::Input;
 use super::ssm_layer::StepScratch;
 use crate::engine::float::Float;
 use crate::engine::layers::Pool;
+use crate::error::Error;
 use crate::kernels::Stepper;
 
 /// The recurrent state and scratch space of `batch` streams of one model.
@@ -65,9 +66,11 @@ impl<T: Float> Stream<T> {
 impl<T: Float> Model<T> {
     /// A fresh [`Stream`] for `batch` independent streams (an error for bidirectional or
     /// non-causal models and for pair models).
-    pub fn stream(&self, batch: usize) -> Result<Stream<T>, String> {
+    pub fn stream(&self, batch: usize) -> Result<Stream<T>, Error> {
         if self.io.pair {
-            return Err("a two-tower (pair) model has no step mode".into());
+            return Err(Error::Unsupported(
+                "a two-tower (pair) model has no step mode".into(),
+            ));
         }
         let steppers = self
             .blocks
@@ -136,9 +139,11 @@ impl<T: Float> Model<T> {
         st: &mut Stream<T>,
         input: Input<'_, T>,
         len: usize,
-    ) -> Result<Vec<T>, String> {
+    ) -> Result<Vec<T>, Error> {
         if st.t != 0 {
-            return Err("prefill needs a fresh stream (call Stream::reset first)".into());
+            return Err(Error::Invalid(
+                "prefill needs a fresh stream (call Stream::reset first)".into(),
+            ));
         }
         if len == 0 {
             return Ok(Vec::new());
