@@ -1,5 +1,9 @@
-//! The element type of the engine: `f32` for training, `f64` for gradient checks.
+//! The element type of the engine: `f32` for training, `f64` for gradient checks. Its vector loops
+//! live in [`crate::engine::simd`], its matrix product in [`crate::engine::gemm`].
 
+#[cfg(target_arch = "x86_64")]
+use crate::engine::simd::x86;
+use crate::engine::simd::{diag_step_generic, dot_generic, gemv_generic};
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
 use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
@@ -58,7 +62,8 @@ pub trait Float:
     fn to_le_bytes_vec(xs: &[Self]) -> Vec<u8>;
     /// Reads little-endian values; `None` if the length is not a multiple of the size.
     fn from_le_bytes_slice(b: &[u8]) -> Option<Vec<Self>>;
-    /// `C (+)= op(A)·op(B)` on faer's kernels (see [`matmul`]; arguments already checked there).
+    /// `C (+)= op(A)·op(B)` on faer's kernels (see [`crate::engine::gemm::Gemm`]; arguments
+    /// already checked there).
     #[allow(clippy::too_many_arguments)]
     #[doc(hidden)]
     fn faer_matmul(
@@ -70,277 +75,21 @@ pub trait Float:
     );
 }
 
-/// Runs `f` compiled for AVX2 + FMA when the CPU has them (chosen at run time; the portable build
-/// targets SSE2). `f` is inlined into the AVX2 copy, and with it whatever it inlines: mark the hot
-/// helpers it calls `#[inline(always)]`. Wrap whole loops (a row, a channel), not single elements.
-#[inline(always)]
-pub fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        fn run<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: AVX2 and FMA are present (checked at run time).
-            return unsafe { run(f) };
-        }
-    }
-    f()
-}
-
-/// `Σ x_i` with 8 partial sums (vectorizes; a plain `.sum()` is one dependent chain).
-#[inline]
-pub fn sum<T: Float>(xs: &[T]) -> T {
-    let mut acc = [T::zero(); 8];
-    let ch = xs.chunks_exact(8);
-    let rest = ch.remainder();
-    for c in ch {
-        for k in 0..8 {
-            acc[k] += c[k];
-        }
-    }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for v in rest {
-        s += *v;
-    }
-    s
-}
-
-/// `Σ a_i b_i` with 8 partial sums (the portable path of [`Float::dot`]).
-#[inline]
-pub fn dot_generic<T: num_traits::Float>(a: &[T], b: &[T]) -> T {
-    let mut acc = [T::zero(); 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for k in 0..8 {
-            acc[k] = acc[k] + x[k] * y[k];
-        }
-    }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (x, y) in ar.iter().zip(br) {
-        s = s + *x * *y;
-    }
-    s
-}
-
-/// Portable path of [`Float::gemv`].
-#[inline]
-pub fn gemv_generic<T: Float>(w: &[T], bias: Option<&[T]>, x: &[T], y: &mut [T]) {
-    let cin = x.len();
-    for (o, yv) in y.iter_mut().enumerate() {
-        *yv = bias.map_or(T::zero(), |b| b[o]) + T::dot(&w[o * cin..(o + 1) * cin], x);
-    }
-}
-
-/// Portable path of [`Float::diag_step`].
-#[inline]
-pub fn diag_step_generic<T: Float>(c: [&[T]; 6], xr: &mut [T], xi: &mut [T], u: T) -> T {
-    let [ar, ai, br, bi, cr, ci] = c;
-    let mut acc = T::zero();
-    for i in 0..xr.len() {
-        let (nr, ni) = (
-            ar[i] * xr[i] - ai[i] * xi[i] + br[i] * u,
-            ar[i] * xi[i] + ai[i] * xr[i] + bi[i] * u,
-        );
-        (xr[i], xi[i]) = (nr, ni);
-        acc += cr[i] * nr - ci[i] * ni;
-    }
-    acc
-}
-
-#[cfg(target_arch = "x86_64")]
-mod simd {
-    use std::arch::x86_64::*;
-
-    /// [`super::Float::diag_step`] on 16 modes per instruction (masked tail).
-    ///
-    /// # Safety
-    /// AVX-512F must be available; every slice holds `xr.len()` values.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn diag_step512(
-        c: [&[f32]; 6],
-        xr: &mut [f32],
-        xi: &mut [f32],
-        u: f32,
-    ) -> f32 {
-        let m = xr.len();
-        let uv = _mm512_set1_ps(u);
-        let mut acc = _mm512_setzero_ps();
-        let mut i = 0;
-        while i < m {
-            let k: __mmask16 = if m - i >= 16 {
-                0xffff
-            } else {
-                ((1u32 << (m - i)) - 1) as __mmask16
-            };
-            // SAFETY: masked loads and stores touch indices i..min(i + 16, m) only.
-            unsafe {
-                let ld = |v: &[f32]| _mm512_maskz_loadu_ps(k, v.as_ptr().add(i));
-                let (ar, ai, br, bi, cr, ci) =
-                    (ld(c[0]), ld(c[1]), ld(c[2]), ld(c[3]), ld(c[4]), ld(c[5]));
-                let (x, y) = (ld(xr), ld(xi));
-                // nr = ar·x − ai·y + br·u,  ni = ar·y + ai·x + bi·u
-                let nr = _mm512_fmadd_ps(ar, x, _mm512_fnmadd_ps(ai, y, _mm512_mul_ps(br, uv)));
-                let ni = _mm512_fmadd_ps(ar, y, _mm512_fmadd_ps(ai, x, _mm512_mul_ps(bi, uv)));
-                _mm512_mask_storeu_ps(xr.as_mut_ptr().add(i), k, nr);
-                _mm512_mask_storeu_ps(xi.as_mut_ptr().add(i), k, ni);
-                acc = _mm512_fnmadd_ps(ci, ni, _mm512_fmadd_ps(cr, nr, acc));
-            }
-            i += 16;
-        }
-        _mm512_reduce_add_ps(acc)
-    }
-
-    /// `y = W x` with `W [y.len(), x.len()]` row-major: four rows per pass (four independent load
-    /// streams, one load of x per 16 columns), remainder columns masked.
-    ///
-    /// # Safety
-    /// AVX-512F must be available and `w.len() ≥ y.len()·x.len()`.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn gemv512(w: &[f32], x: &[f32], y: &mut [f32]) {
-        let (cin, rows) = (x.len(), y.len());
-        let full = cin / 16 * 16;
-        let tail: __mmask16 = ((1u32 << (cin - full)) - 1) as __mmask16;
-        let px = x.as_ptr();
-        let mut o = 0;
-        // SAFETY (all loads): row r reads w[r·cin + i], i < cin (full chunks, then the masked tail),
-        // and x[i], i < cin; r < rows and w.len() ≥ rows·cin (caller).
-        unsafe {
-            while o + 4 <= rows {
-                let p = [0, 1, 2, 3].map(|k| w.as_ptr().add((o + k) * cin));
-                let mut acc = [_mm512_setzero_ps(); 4];
-                let mut i = 0;
-                while i < full {
-                    let xv = _mm512_loadu_ps(px.add(i));
-                    for k in 0..4 {
-                        acc[k] = _mm512_fmadd_ps(_mm512_loadu_ps(p[k].add(i)), xv, acc[k]);
-                    }
-                    i += 16;
-                }
-                if tail != 0 {
-                    let xv = _mm512_maskz_loadu_ps(tail, px.add(full));
-                    for k in 0..4 {
-                        acc[k] = _mm512_fmadd_ps(
-                            _mm512_maskz_loadu_ps(tail, p[k].add(full)),
-                            xv,
-                            acc[k],
-                        );
-                    }
-                }
-                for k in 0..4 {
-                    y[o + k] = _mm512_reduce_add_ps(acc[k]);
-                }
-                o += 4;
-            }
-            while o < rows {
-                let p = w.as_ptr().add(o * cin);
-                let mut acc = _mm512_setzero_ps();
-                let mut i = 0;
-                while i < full {
-                    acc =
-                        _mm512_fmadd_ps(_mm512_loadu_ps(p.add(i)), _mm512_loadu_ps(px.add(i)), acc);
-                    i += 16;
-                }
-                if tail != 0 {
-                    let a = _mm512_maskz_loadu_ps(tail, p.add(full));
-                    acc = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(tail, px.add(full)), acc);
-                }
-                y[o] = _mm512_reduce_add_ps(acc);
-                o += 1;
-            }
-        }
-    }
-
-    /// Dot product of equal-length slices, 4 × 16 lanes of FMA.
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn dot512(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len();
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let mut acc = [_mm512_setzero_ps(); 4];
-        let mut i = 0;
-        // SAFETY: every load reads 16 floats at i + 16k < n (loop bounds), inside both slices.
-        unsafe {
-            while i + 64 <= n {
-                for (k, s) in acc.iter_mut().enumerate() {
-                    let x = _mm512_loadu_ps(pa.add(i + 16 * k));
-                    let y = _mm512_loadu_ps(pb.add(i + 16 * k));
-                    *s = _mm512_fmadd_ps(x, y, *s);
-                }
-                i += 64;
-            }
-            while i + 16 <= n {
-                acc[0] = _mm512_fmadd_ps(
-                    _mm512_loadu_ps(pa.add(i)),
-                    _mm512_loadu_ps(pb.add(i)),
-                    acc[0],
-                );
-                i += 16;
-            }
-        }
-        let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-        let mut t = _mm512_reduce_add_ps(s);
-        for j in i..n {
-            t += a[j] * b[j];
-        }
-        t
-    }
-
-    /// Dot product of equal-length slices, 4 × 8 lanes of FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn dot256(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len();
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut i = 0;
-        // SAFETY: every load reads 8 floats at i + 8k < n (loop bounds), inside both slices.
-        unsafe {
-            while i + 32 <= n {
-                for (k, s) in acc.iter_mut().enumerate() {
-                    let x = _mm256_loadu_ps(pa.add(i + 8 * k));
-                    let y = _mm256_loadu_ps(pb.add(i + 8 * k));
-                    *s = _mm256_fmadd_ps(x, y, *s);
-                }
-                i += 32;
-            }
-            while i + 8 <= n {
-                acc[0] = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(pa.add(i)),
-                    _mm256_loadu_ps(pb.add(i)),
-                    acc[0],
-                );
-                i += 8;
-            }
-        }
-        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        let mut lanes = [0f32; 8];
-        // SAFETY: `lanes` holds 8 floats.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), s) };
-        let mut t = lanes.iter().sum::<f32>();
-        for j in i..n {
-            t += a[j] * b[j];
-        }
-        t
-    }
-}
-
 /// A row-major output matrix `[rows, cols]` for [`Float::faer_matmul`].
 #[doc(hidden)]
 pub struct MatOut<'a, T> {
-    data: &'a mut [T],
-    rows: usize,
-    cols: usize,
+    pub(crate) data: &'a mut [T],
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
 }
 
 /// A row-major input matrix `[rows, cols]`, used transposed if `t`.
 #[doc(hidden)]
 pub struct MatIn<'a, T> {
-    data: &'a [T],
-    rows: usize,
-    cols: usize,
-    t: bool,
+    pub(crate) data: &'a [T],
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) t: bool,
 }
 
 /// Clears the upper halves of the vector registers after faer's AVX-512 kernels: the rest of the
@@ -405,7 +154,7 @@ impl Float for f32 {
             let m = xr.len();
             assert!(xi.len() == m && c.iter().all(|v| v.len() == m));
             // SAFETY: AVX-512F is present (checked at run time); all slices hold M values.
-            return unsafe { simd::diag_step512(c, xr, xi, u) };
+            return unsafe { x86::diag_step512(c, xr, xi, u) };
         }
         diag_step_generic(c, xr, xi, u)
     }
@@ -415,7 +164,7 @@ impl Float for f32 {
         if x.len() >= 16 && std::arch::is_x86_feature_detected!("avx512f") {
             assert!(w.len() >= y.len() * x.len());
             // SAFETY: AVX-512F is present (checked at run time); W holds y.len() rows of x.len().
-            unsafe { simd::gemv512(w, x, y) };
+            unsafe { x86::gemv512(w, x, y) };
             if let Some(b) = bias {
                 y.iter_mut().zip(b).for_each(|(v, b)| *v += *b);
             }
@@ -431,13 +180,13 @@ impl Float for f32 {
             if n >= 32 {
                 if std::arch::is_x86_feature_detected!("avx512f") {
                     // SAFETY: AVX-512F is present (checked at run time).
-                    return unsafe { simd::dot512(&a[..n], &b[..n]) };
+                    return unsafe { x86::dot512(&a[..n], &b[..n]) };
                 }
                 if std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
                 {
                     // SAFETY: AVX2 and FMA are present (checked at run time).
-                    return unsafe { simd::dot256(&a[..n], &b[..n]) };
+                    return unsafe { x86::dot256(&a[..n], &b[..n]) };
                 }
             }
         }
@@ -519,163 +268,5 @@ impl Float for f64 {
                 .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
                 .collect()
         })
-    }
-}
-
-/// `C = A·B` (or `C += A·B` with `accumulate`) for row-major matrices, with optional transposes:
-/// `A` is `[m, k]` (or stored `[k, m]` if `ta`), `B` is `[k, n]` (or stored `[n, k]` if `tb`),
-/// `C` is `[m, n]`. Runs on faer's kernels (AVX-512/AVX2 chosen at run time), threaded with
-/// rayon when `threads` > 1 and the product is large.
-///
-/// Measured here (one core, f32): faer 137–155 GFLOP/s on 64×64×128 … 256³ where `gemm` 0.19
-/// gives 29–47 — so the engine's products go through faer.
-#[allow(clippy::too_many_arguments)]
-pub fn matmul<T: Float>(
-    c: &mut [T],
-    a: &[T],
-    b: &[T],
-    m: usize,
-    n: usize,
-    k: usize,
-    ta: bool,
-    tb: bool,
-    accumulate: bool,
-    threads: usize,
-) {
-    assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            c[..m * n].iter_mut().for_each(|x| *x = T::zero());
-        }
-        return;
-    }
-    let par = if m * n * k >= 64 * 64 * 64 {
-        threads
-    } else {
-        1
-    };
-    // A is [m, k] (stored [k, m] if ta), B is [k, n] (stored [n, k] if tb)
-    let (ar, ac) = if ta { (k, m) } else { (m, k) };
-    let (br, bc) = if tb { (n, k) } else { (k, n) };
-    T::faer_matmul(
-        MatOut {
-            data: c,
-            rows: m,
-            cols: n,
-        },
-        MatIn {
-            data: a,
-            rows: ar,
-            cols: ac,
-            t: ta,
-        },
-        MatIn {
-            data: b,
-            rows: br,
-            cols: bc,
-            t: tb,
-        },
-        accumulate,
-        par,
-    );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Float;
-
-    #[test]
-    fn f32_fast_exp_and_erf_against_f64() {
-        // every 1e-3 on [−87, 88] for exp (relative), [−6, 6] for erf (absolute)
-        let mut worst_exp = 0.0f64;
-        for i in -87_000..=88_000 {
-            let x = i as f64 * 1e-3;
-            let got = (x as f32).fast_exp() as f64;
-            let want = (x as f32 as f64).exp();
-            worst_exp = worst_exp.max((got - want).abs() / want);
-        }
-        assert!(worst_exp < 3e-7, "fast_exp: {worst_exp:e}");
-        assert_eq!((-200.0f32).fast_exp(), (-87.0f32).fast_exp()); // clamped, finite
-        assert!((200.0f32).fast_exp().is_finite());
-        assert!(f32::NAN.fast_exp().is_nan()); // a diverged value is not hidden
-        let mut worst_erf = 0.0f64;
-        for i in -6000..=6000 {
-            let x = i as f64 * 1e-3;
-            let got = Float::erf(x as f32) as f64;
-            let want = libm::erf(x as f32 as f64);
-            worst_erf = worst_erf.max((got - want).abs());
-        }
-        // A&S 7.1.26 is within 1.5e-7 in exact arithmetic; f32 rounding adds a few ulp of 1
-        assert!(worst_erf < 1e-6, "erf: {worst_erf:e}");
-    }
-
-    fn vals(n: usize, seed: u32) -> Vec<f32> {
-        // deterministic values in (−1, 1)
-        (0..n)
-            .map(|i| {
-                let v = (i as u32)
-                    .wrapping_mul(2_654_435_761)
-                    .wrapping_add(seed.wrapping_mul(40_503));
-                (v % 20_000) as f32 / 10_000.0 - 1.0
-            })
-            .collect()
-    }
-
-    #[test]
-    fn f32_simd_dot_gemv_and_diag_step_against_f64_sums() {
-        // lengths around the 16-lane vectors and the 4-row blocks, tails included
-        for n in [1usize, 7, 15, 16, 17, 31, 32, 33, 64, 100, 256, 300] {
-            let (a, b) = (vals(n, 1), vals(n, 2));
-            let want: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
-            let got = f32::dot(&a, &b) as f64;
-            assert!(
-                (got - want).abs() < 1e-5 * n as f64,
-                "dot n={n}: {got} vs {want}"
-            );
-            for rows in [1usize, 3, 4, 5, 9] {
-                let w = vals(rows * n, 3);
-                let bias = vals(rows, 4);
-                let mut y = vec![0f32; rows];
-                f32::gemv(&w, Some(&bias), &a, &mut y);
-                for (o, yv) in y.iter().enumerate() {
-                    let want: f64 = bias[o] as f64
-                        + (0..n)
-                            .map(|i| w[o * n + i] as f64 * a[i] as f64)
-                            .sum::<f64>();
-                    assert!(
-                        (*yv as f64 - want).abs() < 1e-5 * n as f64,
-                        "gemv n={n} row {o}"
-                    );
-                }
-            }
-            let c: Vec<Vec<f32>> = (0..6).map(|k| vals(n, 10 + k)).collect();
-            let (mut xr, mut xi) = (vals(n, 20), vals(n, 21));
-            let (xr0, xi0) = (xr.clone(), xi.clone());
-            let u = 0.37f32;
-            let y = f32::diag_step(
-                [&c[0], &c[1], &c[2], &c[3], &c[4], &c[5]],
-                &mut xr,
-                &mut xi,
-                u,
-            ) as f64;
-            let mut want_y = 0.0f64;
-            for i in 0..n {
-                let f = |v: &Vec<f32>| v[i] as f64;
-                let nr = f(&c[0]) * xr0[i] as f64 - f(&c[1]) * xi0[i] as f64 + f(&c[2]) * u as f64;
-                let ni = f(&c[0]) * xi0[i] as f64 + f(&c[1]) * xr0[i] as f64 + f(&c[3]) * u as f64;
-                assert!(
-                    (xr[i] as f64 - nr).abs() < 1e-5 && (xi[i] as f64 - ni).abs() < 1e-5,
-                    "diag n={n} mode {i}"
-                );
-                want_y += f(&c[4]) * nr - f(&c[5]) * ni;
-            }
-            assert!(
-                (y - want_y).abs() < 1e-5 * n as f64,
-                "diag_step y n={n}: {y} vs {want_y}"
-            );
-        }
     }
 }

@@ -32,7 +32,8 @@
 //! rad at long L; recurrences re-anchored by an exact `exp(lz)` every 32 steps) and rounded to `T`
 //! once, so an f32 kernel only carries the rounding of the GEMM's accumulation (`≈ √(2M)·ε`).
 
-use crate::engine::float::{Float, matmul};
+use crate::engine::float::Float;
+use crate::engine::gemm::Gemm;
 use crate::engine::params::{ParamId, ParamKind, ParamStore};
 use crate::error::Error;
 use crate::kernels::discretize::{Disc, MIN_NEG_REAL, Mode, discretize};
@@ -347,18 +348,7 @@ impl<T: Float> Blocked<T> {
         };
         let w = 4 * m;
         self.out.resize(q * w, T::zero()); // overwritten by the product
-        matmul(
-            &mut self.out,
-            dks,
-            &self.v,
-            q,
-            w,
-            tc,
-            false,
-            false,
-            false,
-            1,
-        );
+        Gemm::new(q, w, tc).run(&mut self.out, dks, &self.v);
         let [s0r, s0i, s1r, s1i] = &mut self.cur;
         for v in [&mut *s0r, &mut *s0i, &mut *s1r, &mut *s1i] {
             v.clear();
@@ -456,10 +446,12 @@ impl<T: Float> SequenceKernel<T> for S4dKernel {
                 }
                 // [Q, 2M] · ([T, 2M])ᵀ → [Q, T] = K[d, h, :] (padded to Q·T)
                 if q * tc == len {
-                    matmul(out, &s.p, &s.v, q, tc, 2 * m, false, true, false, 1);
+                    Gemm::new(q, tc, 2 * m).transpose_b().run(out, &s.p, &s.v);
                 } else {
                     s.out.resize(q * tc, T::zero());
-                    matmul(&mut s.out, &s.p, &s.v, q, tc, 2 * m, false, true, false, 1);
+                    Gemm::new(q, tc, 2 * m)
+                        .transpose_b()
+                        .run(&mut s.out, &s.p, &s.v);
                     out.copy_from_slice(&s.out[..len]);
                 }
             });

@@ -24,7 +24,8 @@
 //! recurrent form: x ← Ā x + B̄ u,  y = 2·Re(C̃ x) — O(M·H) per step.
 //! ```
 
-use crate::engine::float::{Float, matmul};
+use crate::engine::float::Float;
+use crate::engine::gemm::Gemm;
 use crate::engine::params::{ParamId, ParamKind, ParamStore};
 use crate::error::Error;
 use crate::kernels::discretize::{Disc, MIN_NEG_REAL, Mode, discretize};
@@ -465,8 +466,8 @@ impl<T: Float> S5Layer<T> {
             .zip(xi_f.par_chunks_mut(plane))
             .zip(u.par_chunks(h * len))
             .for_each(|((xr, xi), ub)| {
-                matmul(xr, br, ub, m, len, h, false, false, false, 1);
-                matmul(xi, bi, ub, m, len, h, false, false, false, 1);
+                Gemm::new(m, len, h).run(xr, br, ub);
+                Gemm::new(m, len, h).run(xi, bi, ub);
             });
         let rev_inputs = dirs == 2;
         if rev_inputs {
@@ -509,11 +510,11 @@ impl<T: Float> S5Layer<T> {
                     }
                 }
                 // y = 2·(C_re X_re − C_im X_im) per direction
-                matmul(yb, &cr[..hm], xr, h, len, m, false, false, false, 1);
-                matmul(yb, &ncm[..hm], xi, h, len, m, false, false, true, 1);
+                Gemm::new(h, len, m).run(yb, &cr[..hm], xr);
+                Gemm::new(h, len, m).accumulate().run(yb, &ncm[..hm], xi);
                 if let Some((xr2, xi2)) = rv.as_ref() {
-                    matmul(yb, &cr[hm..], xr2, h, len, m, false, false, true, 1);
-                    matmul(yb, &ncm[hm..], xi2, h, len, m, false, false, true, 1);
+                    Gemm::new(h, len, m).accumulate().run(yb, &cr[hm..], xr2);
+                    Gemm::new(h, len, m).accumulate().run(yb, &ncm[hm..], xi2);
                 }
                 yb.iter_mut().for_each(|v| *v *= two);
             });
@@ -567,29 +568,15 @@ impl<T: Float> S5Layer<T> {
                     let (xr, xi) = (&xr_all[off..off + plane], &xi_all[off..off + plane]);
                     let (c_r, c_i) = (&cr[d * hm..(d + 1) * hm], &ci[d * hm..(d + 1) * hm]);
                     // g_C̃ = 2 g conj(x)ᵀ: re = 2 g xrᵀ, im = −2 g xiᵀ
-                    matmul(
+                    Gemm::new(h, m, len).transpose_b().run(
                         &mut part.gc_re[d * hm..(d + 1) * hm],
                         gb,
                         xr,
-                        h,
-                        m,
-                        len,
-                        false,
-                        true,
-                        false,
-                        1,
                     );
-                    matmul(
+                    Gemm::new(h, m, len).transpose_b().run(
                         &mut part.gc_im[d * hm..(d + 1) * hm],
                         gb,
                         xi,
-                        h,
-                        m,
-                        len,
-                        false,
-                        true,
-                        false,
-                        1,
                     );
                     // g_x = 2 conj(C̃)ᵀ g: re = 2 C_reᵀ g, im = −2 C_imᵀ g
                     let (lr, li) = if d == 0 {
@@ -597,8 +584,8 @@ impl<T: Float> S5Layer<T> {
                     } else {
                         (&mut l2_re, &mut l2_im)
                     };
-                    matmul(lr, c_r, gb, m, len, h, true, false, false, 1);
-                    matmul(li, c_i, gb, m, len, h, true, false, false, 1);
+                    Gemm::new(m, len, h).transpose_a().run(lr, c_r, gb);
+                    Gemm::new(m, len, h).transpose_a().run(li, c_i, gb);
                     lr.iter_mut().for_each(|v| *v *= two);
                     li.iter_mut().for_each(|v| *v *= -two);
                     // adjoint scan: λ_k = g_x_k + conj(Ā) λ_{k±1}, opposite to the forward scan
@@ -634,33 +621,18 @@ impl<T: Float> S5Layer<T> {
                     lam_im.iter_mut().zip(&l2_im).for_each(|(a, b)| *a += *b);
                 }
                 // g_u = B̄_reᵀ λ_re + B̄_imᵀ λ_im
-                matmul(dub, br, &lam_re, h, len, m, true, false, false, 1);
-                matmul(dub, bi, &lam_im, h, len, m, true, false, true, 1);
+                Gemm::new(h, len, m).transpose_a().run(dub, br, &lam_re);
+                Gemm::new(h, len, m)
+                    .transpose_a()
+                    .accumulate()
+                    .run(dub, bi, &lam_im);
                 // g_B̄ = λ uᵀ
-                matmul(
-                    &mut part.gb_re,
-                    &lam_re,
-                    ub,
-                    m,
-                    h,
-                    len,
-                    false,
-                    true,
-                    false,
-                    1,
-                );
-                matmul(
-                    &mut part.gb_im,
-                    &lam_im,
-                    ub,
-                    m,
-                    h,
-                    len,
-                    false,
-                    true,
-                    false,
-                    1,
-                );
+                Gemm::new(m, h, len)
+                    .transpose_b()
+                    .run(&mut part.gb_re, &lam_re, ub);
+                Gemm::new(m, h, len)
+                    .transpose_b()
+                    .run(&mut part.gb_im, &lam_im, ub);
                 part
             })
             .collect();

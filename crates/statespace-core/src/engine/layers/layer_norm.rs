@@ -117,7 +117,7 @@ impl<T: Float> LayerNorm<T> {
                     );
                     // reductions over l (SIMD dot products), then elementwise sums over channels
                     dg[ch] = T::dot(dr, hr);
-                    dbt[ch] = crate::engine::float::sum(dr);
+                    dbt[ch] = crate::engine::simd::sum(dr);
                     for ((a, b), (d, h)) in m1.iter_mut().zip(m2.iter_mut()).zip(dr.iter().zip(hr))
                     {
                         *a += g * *d;

@@ -1,7 +1,8 @@
 //! Linear over channels: y[b] = W x[b] + bias            x [B, Cin, L] → y [B, Cout, L]
 
 use super::{keep_copy, resize, threads};
-use crate::engine::float::{Float, matmul};
+use crate::engine::float::Float;
+use crate::engine::gemm::Gemm;
 use crate::engine::params::{ParamId, ParamKind, ParamStore};
 use rand::Rng;
 use rayon::prelude::*;
@@ -76,7 +77,7 @@ impl<T: Float> Linear<T> {
         y.par_chunks_mut(cout * len)
             .zip(x.par_chunks(cin * len))
             .for_each(|(yb, xb)| {
-                matmul(yb, w, xb, cout, len, cin, false, false, false, 1);
+                Gemm::new(cout, len, cin).run(yb, w, xb);
             });
         if let Some(bid) = self.b {
             let bias = store.value(bid);
@@ -104,7 +105,10 @@ impl<T: Float> Linear<T> {
                     for b in c * per..((c + 1) * per).min(batch) {
                         let dyb = &dy[b * cout * len..(b + 1) * cout * len];
                         let xb = &self.x[b * cin * len..(b + 1) * cin * len];
-                        matmul(&mut acc, dyb, xb, cout, cin, len, false, true, true, 1);
+                        Gemm::new(cout, cin, len)
+                            .transpose_b()
+                            .accumulate()
+                            .run(&mut acc, dyb, xb);
                     }
                     acc
                 })
@@ -120,7 +124,7 @@ impl<T: Float> Linear<T> {
                 .map(|o| {
                     (0..batch)
                         .map(|b| {
-                            crate::engine::float::sum(
+                            crate::engine::simd::sum(
                                 &dy[(b * cout + o) * len..(b * cout + o + 1) * len],
                             )
                         })
@@ -138,7 +142,7 @@ impl<T: Float> Linear<T> {
         dx.par_chunks_mut(cin * len)
             .zip(dy.par_chunks(cout * len))
             .for_each(|(dxb, dyb)| {
-                matmul(dxb, w, dyb, cin, len, cout, true, false, false, 1);
+                Gemm::new(cin, len, cout).transpose_a().run(dxb, w, dyb);
             });
     }
 

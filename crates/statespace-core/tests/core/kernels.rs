@@ -1,8 +1,7 @@
 //! The sequence kernels beyond S4D (S4, S5, SGConv, HOPE, PTD): gradients against finite differences
 //! in f64, kernels against the math core's f64 references, recurrent mode against convolution mode.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use num_complex::Complex64 as C64;
 use statespace_core::engine::params::ParamStore;
@@ -41,16 +40,7 @@ fn s4_check(init: DplrInit, bidirectional: bool, n_ssm: usize, l: usize) {
             *v += 0.1 * e;
         }
     }
-    let dirs = if bidirectional { 2 } else { 1 };
-    let w = randn(dirs * h * l, &mut r);
-    let mut k = Vec::new();
-    kern.forward(&store, l, &mut k);
-    kern.backward(&mut store, &w);
-    check_store_h(&mut store.clone(), 100, 1e-4, &mut |s| {
-        let mut k = Vec::new();
-        kern.forward(s, l, &mut k);
-        dot(&k, &w)
-    });
+    check_kernel_gradients(&mut kern, &mut store, l, 100, 1e-4, &mut r);
 }
 
 #[test]
@@ -230,16 +220,7 @@ fn sgconv_gradients() {
         let mut store = ParamStore::<f64>::new();
         let mut kern =
             SgConvKernel::new(&mut store, "k", sg_cfg(2, 50, 4, s0, up, bi), &mut r).unwrap();
-        let dirs = if bi { 2 } else { 1 };
-        let w = randn(dirs * 2 * l, &mut r);
-        let mut k = Vec::new();
-        kern.forward(&store, l, &mut k);
-        kern.backward(&mut store, &w);
-        check_store_h(&mut store.clone(), 200, 1e-4, &mut |s| {
-            let mut k = Vec::new();
-            kern.forward(s, l, &mut k);
-            dot(&k, &w)
-        });
+        check_kernel_gradients(&mut kern, &mut store, l, 200, 1e-4, &mut r);
     }
 }
 
@@ -328,16 +309,7 @@ fn hope_gradients() {
         let mut r = rng(41);
         let mut store = ParamStore::<f64>::new();
         let mut kern = HopeKernel::new(&mut store, "k", hope_cfg(2, 8, mode, bi), &mut r).unwrap();
-        let dirs = <HopeKernel as SequenceKernel<f64>>::directions(&kern);
-        let w = randn(dirs * 2 * l, &mut r);
-        let mut k = Vec::new();
-        kern.forward(&store, l, &mut k);
-        kern.backward(&mut store, &w);
-        check_store_h(&mut store.clone(), 100, 1e-5, &mut |s| {
-            let mut k = Vec::new();
-            kern.forward(s, l, &mut k);
-            dot(&k, &w)
-        });
+        check_kernel_gradients(&mut kern, &mut store, l, 100, 1e-5, &mut r);
     }
 }
 
@@ -452,30 +424,7 @@ fn s5_gradients() {
             &mut r,
         )
         .unwrap();
-        let u = randn(b * h * l, &mut r);
-        let w = randn(b * h * l, &mut r);
-        let mut y = Vec::new();
-        s5.forward(&store, &u, b, l, &mut y);
-        let mut du = Vec::new();
-        s5.backward(&mut store, &w, &mut du);
-        check_store_h(&mut store.clone(), 100, 1e-4, &mut |s| {
-            let mut y = Vec::new();
-            s5.forward(s, &u, b, l, &mut y);
-            dot(&y, &w)
-        });
-        let mut uv = u.clone();
-        let f: Vec<f64> = (0..u.len())
-            .step_by(7)
-            .map(|i| {
-                fd(&mut uv, i, 1e-3, &mut |x| {
-                    let mut y = Vec::new();
-                    s5.forward(&store, x, b, l, &mut y);
-                    dot(&y, &w)
-                })
-            })
-            .collect();
-        let g: Vec<f64> = (0..u.len()).step_by(7).map(|i| du[i]).collect();
-        assert_close("S5 input", &g, &f);
+        check_map_gradients(&mut s5, &mut store, b, l, 100, 1e-4, &mut r);
     }
 }
 
@@ -639,4 +588,240 @@ fn ptd_layers_step_equals_convolution_and_train_through_the_generic_paths() {
     let d = statespace_core::kernels::ptd::legs(8).unwrap();
     assert!(d.cond < 1e3, "cond(V) = {}", d.cond);
     assert!(d.lambda.iter().all(|l| l.re < 0.0));
+}
+
+// ---- S4D ------------------------------------------------------------------------------------
+
+use statespace_core::kernels::Convolution;
+use statespace_core::kernels::s4d::{S4dConfig, S4dKernel};
+use statespace_math::s4d::DiagInit;
+
+fn s4d_check(disc: Disc, bidirectional: bool, init: DiagInit, l: usize) {
+    let mut r = rng(6);
+    let (h, n) = (3, 8);
+    let mut store = ParamStore::<f64>::new();
+    let cfg = S4dConfig {
+        channels: h,
+        state_size: n,
+        init,
+        disc,
+        dt_min: 0.01,
+        dt_max: 0.5,
+        bidirectional,
+        custom: None,
+    };
+    let mut kern = S4dKernel::new(&mut store, "k", cfg, &mut r).unwrap();
+    // non-trivial B
+    let bre = store.find("k.b_re").unwrap();
+    store.params[bre].value = randn(h * n / 2, &mut r);
+    let bim = store.find("k.b_im").unwrap();
+    store.params[bim].value = randn(h * n / 2, &mut r);
+    check_kernel_gradients(&mut kern, &mut store, l, 100, 1e-4, &mut r);
+}
+
+#[test]
+fn s4d_kernel_gradients() {
+    s4d_check(Disc::Zoh, false, DiagInit::LegS, 40);
+    s4d_check(Disc::Bilinear, false, DiagInit::Inv, 40);
+    s4d_check(Disc::Zoh, true, DiagInit::Lin, 40);
+}
+
+#[test]
+fn s4d_kernel_matches_the_math_core() {
+    // The engine's S4D kernel equals statespace-math's Vandermonde kernel of the same system.
+    let mut r = rng(7);
+    let (h, n, l) = (2, 16, 300);
+    for disc in [Disc::Zoh, Disc::Bilinear] {
+        let mut store = ParamStore::<f64>::new();
+        let cfg = S4dConfig {
+            channels: h,
+            state_size: n,
+            init: DiagInit::Inv,
+            disc,
+            dt_min: 0.01,
+            dt_max: 0.1,
+            bidirectional: false,
+            custom: None,
+        };
+        let mut kern = S4dKernel::new(&mut store, "k", cfg, &mut r).unwrap();
+        let mut k = Vec::new();
+        kern.forward(&store, l, &mut k);
+        let v = |name: &str| store.value(store.find(name).unwrap()).to_vec();
+        let (ldt, lar, ai, cre, cim) = (
+            v("k.log_dt"),
+            v("k.log_a_real"),
+            v("k.a_imag"),
+            v("k.c_re"),
+            v("k.c_im"),
+        );
+        for c in 0..h {
+            let m = n / 2;
+            let sys = statespace_math::kernel::DiagonalSystem {
+                lambda: (0..m)
+                    .map(|j| num_complex::Complex64::new(-lar[c * m + j].exp(), ai[c * m + j]))
+                    .collect(),
+                b: vec![num_complex::Complex64::new(1.0, 0.0); m],
+                c: (0..m)
+                    .map(|j| num_complex::Complex64::new(cre[c * m + j], cim[c * m + j]))
+                    .collect(),
+            };
+            let d = if disc == Disc::Zoh {
+                statespace_math::discretize::Discretization::Zoh
+            } else {
+                statespace_math::discretize::Discretization::Bilinear
+            };
+            let want = sys.kernel(ldt[c].exp(), d, l).unwrap();
+            let got = &k[c * l..(c + 1) * l];
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            assert!(err < 1e-12 * scale, "{disc:?} channel {c}: {err:e}");
+        }
+    }
+}
+
+#[test]
+fn s4d_kernel_gradients_at_lengths_off_the_chunk_grid() {
+    // the blocked kernel pads L up to a multiple of its chunk; lengths just off the grid and long
+    // enough for several anchors of the in-chunk and chunk powers
+    for l in [37, 1, 300] {
+        s4d_check(Disc::Zoh, true, DiagInit::Inv, l);
+    }
+}
+
+#[test]
+fn s4d_f32_kernel_is_at_least_as_accurate_as_the_plain_f32_formula() {
+    // The shape per channel (64 complex modes, L = 4096; S4D-Lin phases reach 8e4 rad):
+    // the fused f32 kernel against the f64 Vandermonde reference of statespace-math, next to the
+    // plain f32 formula K_l = 2 Re Σ c̃ exp(l·z) evaluated in f32.
+    let (h, n, l) = (4, 128, 4096);
+    let m = n / 2;
+    let mut store = ParamStore::<f32>::new();
+    let cfg = S4dConfig {
+        channels: h,
+        state_size: n,
+        init: DiagInit::Lin,
+        disc: Disc::Zoh,
+        dt_min: 1e-3,
+        dt_max: 1e-1,
+        bidirectional: false,
+        custom: None,
+    };
+    let mut kern = S4dKernel::new(&mut store, "k", cfg, &mut rng(9)).unwrap();
+    let mut k = Vec::new();
+    kern.forward(&store, l, &mut k);
+    let v = |name: &str| -> Vec<f64> {
+        store
+            .value(store.find(name).unwrap())
+            .iter()
+            .map(|x| *x as f64)
+            .collect()
+    };
+    let (ldt, lar, ai, cre, cim) = (
+        v("k.log_dt"),
+        v("k.log_a_real"),
+        v("k.a_imag"),
+        v("k.c_re"),
+        v("k.c_im"),
+    );
+    let (mut worst_fused, mut worst_plain) = (0.0f64, 0.0f64);
+    for c in 0..h {
+        let lambda: Vec<C64> = (0..m)
+            .map(|j| C64::new(-lar[c * m + j].exp(), ai[c * m + j]))
+            .collect();
+        let cc: Vec<C64> = (0..m)
+            .map(|j| C64::new(cre[c * m + j], cim[c * m + j]))
+            .collect();
+        let dt = ldt[c].exp();
+        let sys = statespace_math::kernel::DiagonalSystem {
+            lambda: lambda.clone(),
+            b: vec![C64::new(1.0, 0.0); m],
+            c: cc.clone(),
+        };
+        let want = sys
+            .kernel(dt, statespace_math::discretize::Discretization::Zoh, l)
+            .unwrap();
+        let scale = want.iter().fold(0.0f64, |a, x| a.max(x.abs()));
+        // plain f32: z = Δλ, c̃ = C (e^z − 1)/λ, K_l = 2 Re Σ c̃ e^{l z}, all in f32
+        let zs: Vec<(f32, f32)> = lambda
+            .iter()
+            .map(|a| ((a.re * dt) as f32, (a.im * dt) as f32))
+            .collect();
+        let cts: Vec<(f32, f32)> = lambda
+            .iter()
+            .zip(&cc)
+            .map(|(a, c)| {
+                let z = a * dt;
+                let t = c * (z.exp() - 1.0) / a;
+                (t.re as f32, t.im as f32)
+            })
+            .collect();
+        for (i, w) in want.iter().enumerate() {
+            let lf = i as f32;
+            let plain: f32 = zs
+                .iter()
+                .zip(&cts)
+                .map(|(&(zr, zi), &(cr, ci))| {
+                    let mag = (zr * lf).exp();
+                    let (s, co) = (zi * lf).sin_cos();
+                    2.0 * mag * (cr * co - ci * s)
+                })
+                .sum();
+            worst_plain = worst_plain.max((plain as f64 - w).abs() / scale);
+            worst_fused = worst_fused.max((k[c * l + i] as f64 - w).abs() / scale);
+        }
+    }
+    eprintln!(
+        "max |K − K_f64| / max |K_f64|: fused f32 {worst_fused:.2e}, plain f32 {worst_plain:.2e}"
+    );
+    assert!(
+        worst_fused <= worst_plain,
+        "fused {worst_fused:e} vs plain {worst_plain:e}"
+    );
+    assert!(worst_fused < 1e-5, "fused {worst_fused:e}");
+}
+
+#[test]
+fn s4d_kernel_trait_object_directions() {
+    let mut store = ParamStore::<f32>::new();
+    let cfg = S4dConfig {
+        channels: 2,
+        state_size: 4,
+        init: DiagInit::Lin,
+        disc: Disc::Zoh,
+        dt_min: 0.01,
+        dt_max: 0.1,
+        bidirectional: true,
+        custom: None,
+    };
+    let k: Box<dyn SequenceKernel<f32>> =
+        Box::new(S4dKernel::new(&mut store, "k", cfg, &mut rng(0)).unwrap());
+    assert_eq!(k.directions(), 2);
+    assert_eq!(k.channels(), 2);
+}
+
+#[test]
+fn convolution_of_a_kernel_gradients_in_both_directions() {
+    // the FFT convolution of an S4D kernel as a sequence map: padding to 2L, the folded reverse
+    // direction and the sliced gradient, against finite differences of the whole map
+    for bidirectional in [false, true] {
+        let mut r = rng(8);
+        let mut store = ParamStore::<f64>::new();
+        let cfg = S4dConfig {
+            channels: 3,
+            state_size: 8,
+            init: DiagInit::Lin,
+            disc: Disc::Zoh,
+            dt_min: 0.01,
+            dt_max: 0.5,
+            bidirectional,
+            custom: None,
+        };
+        let kern = S4dKernel::new(&mut store, "k", cfg, &mut r).unwrap();
+        let mut conv = Convolution::new(Box::new(kern));
+        check_map_gradients(&mut conv, &mut store, 2, 29, 100, 1e-4, &mut r);
+    }
 }

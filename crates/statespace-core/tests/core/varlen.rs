@@ -7,8 +7,7 @@ use statespace_core::engine::layers::{BatchNorm, Pool};
 use statespace_core::engine::params::ParamStore;
 use statespace_core::model::{Input, IoShape, LayerKind, Model, ModelConfig, NormKind};
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn cfg(kind: LayerKind, norm: NormKind, bidirectional: bool, pool: Pool) -> ModelConfig {
     ModelConfig {

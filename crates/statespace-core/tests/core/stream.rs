@@ -7,8 +7,7 @@ use statespace_core::model::{Input, IoShape, LayerKind, Model, ModelConfig, Norm
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// Counts the allocations of the current thread (the other tests run on other threads).
 struct Counting;

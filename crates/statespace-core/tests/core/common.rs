@@ -6,6 +6,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use statespace_core::engine::layers::Pool;
 use statespace_core::engine::params::ParamStore;
+use statespace_core::kernels::{SequenceKernel, SequenceMap};
 use statespace_core::model::{Input, IoShape, Model, ModelConfig};
 
 pub fn rng(seed: u64) -> StdRng {
@@ -112,6 +113,72 @@ pub fn check_input(x: &[f64], dx: &[f64], loss: &mut dyn FnMut(&[f64]) -> f64) {
     };
     let f: Vec<f64> = idx.iter().map(|&i| fd(&mut xv, i, 1e-3, loss)).collect();
     let g: Vec<f64> = idx.iter().map(|&i| dx[i]).collect();
+    assert_close("input", &g, &f);
+}
+
+/// The gradient check of every [`SequenceKernel`]: `ℒ = ⟨K(θ), W⟩` for a random `W [dirs, H, len]`
+/// drawn from `r`; `backward(W)` must equal finite differences of ℒ in every parameter (up to
+/// `per` entries per tensor, relative step `hs`).
+pub fn check_kernel_gradients(
+    kern: &mut dyn SequenceKernel<f64>,
+    store: &mut ParamStore<f64>,
+    len: usize,
+    per: usize,
+    hs: f64,
+    r: &mut StdRng,
+) {
+    let w = randn(kern.directions() * kern.channels() * len, r);
+    let mut k = Vec::new();
+    kern.forward(store, len, &mut k);
+    store.zero_grad();
+    kern.backward(store, &w);
+    check_store_h(&mut store.clone(), per, hs, &mut |s| {
+        let mut k = Vec::new();
+        kern.forward(s, len, &mut k);
+        dot(&k, &w)
+    });
+}
+
+/// The gradient check of every [`SequenceMap`] (a kernel's [`Convolution`], S5): `ℒ = ⟨map(u), W⟩`
+/// for random `u, W [batch, H, len]` drawn from `r`; the parameter gradients (up to `per` entries
+/// per tensor, relative step `hs`) and every 7th entry of the input gradient must equal finite
+/// differences of ℒ.
+///
+/// [`Convolution`]: statespace_core::kernels::Convolution
+pub fn check_map_gradients(
+    map: &mut dyn SequenceMap<f64>,
+    store: &mut ParamStore<f64>,
+    batch: usize,
+    len: usize,
+    per: usize,
+    hs: f64,
+    r: &mut StdRng,
+) {
+    let n = batch * map.channels() * len;
+    let u = randn(n, r);
+    let w = randn(n, r);
+    let mut y = Vec::new();
+    map.forward(store, &u, batch, len, &mut y);
+    store.zero_grad();
+    let mut du = Vec::new();
+    map.backward(store, &w, &mut du);
+    check_store_h(&mut store.clone(), per, hs, &mut |s| {
+        let mut y = Vec::new();
+        map.forward(s, &u, batch, len, &mut y);
+        dot(&y, &w)
+    });
+    let mut uv = u.clone();
+    let f: Vec<f64> = (0..n)
+        .step_by(7)
+        .map(|i| {
+            fd(&mut uv, i, 1e-3, &mut |x| {
+                let mut y = Vec::new();
+                map.forward(store, x, batch, len, &mut y);
+                dot(&y, &w)
+            })
+        })
+        .collect();
+    let g: Vec<f64> = (0..n).step_by(7).map(|i| du[i]).collect();
     assert_close("input", &g, &f);
 }
 
