@@ -1,5 +1,8 @@
 //! `cargo bench -p statespace-bench [-- FILTER]`: S4D kernel (forward, forward + backward) over H, M
 //! and L; FFT convolution; a full training step; the recurrent step per token.
+// criterion_group! generates an undocumented `pub fn benches`
+#![allow(missing_docs)]
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng};
 use statespace_bench::{bench_optim, fftconv_inputs, s4d_kernel_setup, stream_model, train_model};

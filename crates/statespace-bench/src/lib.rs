@@ -350,7 +350,7 @@ pub fn fftconv(
 
 /// An S4D stack (`layers` × H `h`, state size `n`, LayerNorm pre-norm, GELU + GLU) on one real input
 /// with 10 outputs after `pool`, built for length `len`.
-fn s4d_model(layers: usize, h: usize, n: usize, pool: Pool, len: usize) -> Model<f32> {
+pub fn s4d_model(layers: usize, h: usize, n: usize, pool: Pool, len: usize) -> Model<f32> {
     let cfg = ModelConfig {
         kind: LayerKind::S4d,
         d_model: h,

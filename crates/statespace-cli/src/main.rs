@@ -3,6 +3,10 @@
 //! Exit status: 0 on success, 2 for bad input (arguments, files), 1 for a failure of the
 //! computation itself.
 
+// The doc comments of the argument structs are the `--help` text clap prints: `<task>` there is
+// a placeholder for the reader, not an HTML tag.
+#![allow(rustdoc::invalid_html_tags)]
+
 mod commands;
 mod plot;
 mod ssm_file;

@@ -223,3 +223,12 @@ impl RunConfig {
         }
     }
 }
+
+/// Sets the worker thread count (the first call wins for the process).
+pub fn init_threads(n: usize) {
+    let mut b = rayon::ThreadPoolBuilder::new();
+    if n > 0 {
+        b = b.num_threads(n);
+    }
+    let _ = b.build_global();
+}

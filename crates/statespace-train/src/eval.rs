@@ -1,30 +1,9 @@
-//! Losses and scores of a model on a split: the training loss of a batch, evaluation, and the
-//! PTD paper's robustness test.
+//! Losses and scores of a model on a split: the training loss of a batch and evaluation.
 
-use crate::config::RunConfig;
-use crate::run::TRIM_MULTIPLE;
-use crate::run_dir::load_model;
-use serde::Serialize;
+use crate::metrics::Score;
 use statespace_core::engine::layers;
 use statespace_core::model::{Input, Model};
 use statespace_data::{Batch, InputSpec, SeqTask, Split, TargetSpec};
-use std::path::Path;
-
-/// Loss and score of a pass over a split.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Score {
-    /// Mean loss.
-    pub loss: f64,
-    /// Accuracy (classification; per scored position for per-position tasks), or `None`.
-    pub acc: Option<f64>,
-}
-
-impl Score {
-    /// Higher is better: accuracy, or −loss for regression.
-    pub fn key(&self) -> f64 {
-        self.acc.unwrap_or(-self.loss)
-    }
-}
 
 /// Forward + loss of one batch; leaves `dout` = ∂loss/∂output. Returns (loss, correct, counted).
 pub fn batch_loss(
@@ -84,38 +63,5 @@ pub fn evaluate(
     })
 }
 
-/// Evaluates a checkpoint (see [`load_model`]) on the test split.
-pub fn eval_checkpoint(path: &Path, data: Option<&Path>) -> Result<(RunConfig, Score), String> {
-    let (cfg, mut model, task) = load_model(path, data)?;
-    let score = evaluate(
-        &mut model,
-        task.as_ref(),
-        Split::Test,
-        cfg.train.eval_batch_size,
-    )?;
-    Ok((cfg, score))
-}
-
-/// The PTD paper's robustness test: the test score clean and with `noise` added before every SSM
-/// layer.
-pub fn robustness(
-    path: &Path,
-    data: Option<&Path>,
-    noise: statespace_core::model::InputNoise,
-) -> Result<(RunConfig, Score, Score), String> {
-    let (cfg, mut model, task) = load_model(path, data)?;
-    let clean = evaluate(
-        &mut model,
-        task.as_ref(),
-        Split::Test,
-        cfg.train.eval_batch_size,
-    )?;
-    model.set_input_noise(Some(noise));
-    let noisy = evaluate(
-        &mut model,
-        task.as_ref(),
-        Split::Test,
-        cfg.train.eval_batch_size,
-    )?;
-    Ok((cfg, clean, noisy))
-}
+/// Batches are cut to their longest sequence rounded up to this (fewer distinct FFT sizes).
+pub const TRIM_MULTIPLE: usize = 32;

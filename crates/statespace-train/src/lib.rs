@@ -10,14 +10,16 @@
 
 pub mod config;
 pub mod eval;
+pub mod metrics;
 pub mod run;
 pub mod run_dir;
 pub mod tasks;
 
-pub use config::{RunConfig, TrainConfig};
-pub use eval::{Score, batch_loss, eval_checkpoint, evaluate, robustness};
-pub use run::{Summary, TRIM_MULTIPLE, init_threads, run};
-pub use run_dir::{LoadedRun, config_of, load_model, load_weights};
+pub use config::{RunConfig, TrainConfig, init_threads};
+pub use eval::{TRIM_MULTIPLE, batch_loss, evaluate};
+pub use metrics::Score;
+pub use run::{Summary, run};
+pub use run_dir::{LoadedRun, config_of, eval_checkpoint, load_model, load_weights, robustness};
 pub use tasks::{TaskConfig, TaskName, build_task, io_shape};
 
 // the loss skips the targets the data layer leaves unscored

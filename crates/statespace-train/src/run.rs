@@ -2,8 +2,10 @@
 //! metrics lines, the progress bar, exact resume.
 
 use crate::config::RunConfig;
-use crate::eval::{Score, batch_loss, evaluate};
-use crate::run_dir::{config_of, load_weights, save_best, save_last, truncate_metrics};
+use crate::config::init_threads;
+use crate::eval::{TRIM_MULTIPLE, batch_loss, evaluate};
+use crate::metrics::Score;
+use crate::run_dir::{State, config_of, load_weights, save_best, save_last, truncate_metrics};
 use crate::tasks::{build_task, io_shape};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -33,14 +35,6 @@ pub struct Summary {
     /// Training throughput of this invocation (sequence positions per second).
     pub tokens_per_s: f64,
 }
-
-pub(crate) struct State {
-    pub(crate) step: usize,
-    pub(crate) best_val: Option<Score>,
-}
-
-/// Batches are cut to their longest sequence rounded up to this (fewer distinct FFT sizes).
-pub const TRIM_MULTIPLE: usize = 32;
 
 fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
     let mut rng = StdRng::seed_from_u64(layers::splitmix64(
@@ -80,15 +74,6 @@ fn bucketed_order(
     }
     out.extend_from_slice(&v[full * batch..]);
     out
-}
-
-/// Sets the worker thread count (the first call wins for the process).
-pub fn init_threads(n: usize) {
-    let mut b = rayon::ThreadPoolBuilder::new();
-    if n > 0 {
-        b = b.num_threads(n);
-    }
-    let _ = b.build_global();
 }
 
 /// Trains (or resumes) the run in `dir`. `quiet` hides the progress bar.

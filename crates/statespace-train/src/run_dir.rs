@@ -1,16 +1,18 @@
 //! The files of a run directory: `best.safetensors` / `last.safetensors` (weights, buffers, AdamW
-//! moments, the config as metadata) and `metrics.jsonl`; loading a trained model back.
+//! moments, the config as metadata) and `metrics.jsonl`; loading a trained model back, scoring it
+//! on the test split and the PTD paper's robustness test.
 
 use crate::config::RunConfig;
-use crate::eval::Score;
-use crate::run::{State, init_threads};
+use crate::config::init_threads;
+use crate::eval::evaluate;
+use crate::metrics::Score;
 use crate::tasks::{build_task, io_shape};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use statespace_core::engine::checkpoint;
 use statespace_core::engine::optim::AdamW;
 use statespace_core::model::{IoShape, Model};
-use statespace_data::SeqTask;
+use statespace_data::{SeqTask, Split};
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::Path;
@@ -214,4 +216,45 @@ pub fn load_model(path: &Path, data: Option<&Path>) -> Result<LoadedRun, String>
     )?;
     load_weights(&file, &mut model, &loaded)?;
     Ok((cfg, model, task))
+}
+
+pub(crate) struct State {
+    pub(crate) step: usize,
+    pub(crate) best_val: Option<Score>,
+}
+
+/// Evaluates a checkpoint (see [`load_model`]) on the test split.
+pub fn eval_checkpoint(path: &Path, data: Option<&Path>) -> Result<(RunConfig, Score), String> {
+    let (cfg, mut model, task) = load_model(path, data)?;
+    let score = evaluate(
+        &mut model,
+        task.as_ref(),
+        Split::Test,
+        cfg.train.eval_batch_size,
+    )?;
+    Ok((cfg, score))
+}
+
+/// The PTD paper's robustness test: the test score clean and with `noise` added before every SSM
+/// layer.
+pub fn robustness(
+    path: &Path,
+    data: Option<&Path>,
+    noise: statespace_core::model::InputNoise,
+) -> Result<(RunConfig, Score, Score), String> {
+    let (cfg, mut model, task) = load_model(path, data)?;
+    let clean = evaluate(
+        &mut model,
+        task.as_ref(),
+        Split::Test,
+        cfg.train.eval_batch_size,
+    )?;
+    model.set_input_noise(Some(noise));
+    let noisy = evaluate(
+        &mut model,
+        task.as_ref(),
+        Split::Test,
+        cfg.train.eval_batch_size,
+    )?;
+    Ok((cfg, clean, noisy))
 }

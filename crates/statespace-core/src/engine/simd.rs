@@ -2,7 +2,7 @@
 //! step, written for AVX-512 and AVX2 + FMA (chosen at run time) with portable fallbacks, and
 //! [`with_avx2`] to run a whole loop compiled for AVX2.
 
-use crate::engine::float::Float;
+use num_traits::{Float, NumAssign};
 
 /// Runs `f` compiled for AVX2 + FMA when the CPU has them (chosen at run time; the portable build
 /// targets SSE2). `f` is inlined into the AVX2 copy, and with it whatever it inlines: mark the hot
@@ -26,7 +26,7 @@ pub fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
 
 /// `Σ x_i` with 8 partial sums (vectorizes; a plain `.sum()` is one dependent chain).
 #[inline]
-pub fn sum<T: Float>(xs: &[T]) -> T {
+pub fn sum<T: Float + NumAssign>(xs: &[T]) -> T {
     let mut acc = [T::zero(); 8];
     let ch = xs.chunks_exact(8);
     let rest = ch.remainder();
@@ -42,9 +42,9 @@ pub fn sum<T: Float>(xs: &[T]) -> T {
     s
 }
 
-/// `Σ a_i b_i` with 8 partial sums (the portable path of [`Float::dot`]).
+/// `Σ a_i b_i` with 8 partial sums (the portable path of `Float::dot`).
 #[inline]
-pub fn dot_generic<T: num_traits::Float>(a: &[T], b: &[T]) -> T {
+pub fn dot_generic<T: Float>(a: &[T], b: &[T]) -> T {
     let mut acc = [T::zero(); 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
     let (ar, br) = (ac.remainder(), bc.remainder());
@@ -60,18 +60,30 @@ pub fn dot_generic<T: num_traits::Float>(a: &[T], b: &[T]) -> T {
     s
 }
 
-/// Portable path of [`Float::gemv`].
+/// Portable path of `Float::gemv`: one `dot` (the element type's, vectorized where it can be) per
+/// row of `W`.
 #[inline]
-pub fn gemv_generic<T: Float>(w: &[T], bias: Option<&[T]>, x: &[T], y: &mut [T]) {
+pub fn gemv_generic<T: Float + NumAssign>(
+    w: &[T],
+    bias: Option<&[T]>,
+    x: &[T],
+    y: &mut [T],
+    dot: impl Fn(&[T], &[T]) -> T,
+) {
     let cin = x.len();
     for (o, yv) in y.iter_mut().enumerate() {
-        *yv = bias.map_or(T::zero(), |b| b[o]) + T::dot(&w[o * cin..(o + 1) * cin], x);
+        *yv = bias.map_or(T::zero(), |b| b[o]) + dot(&w[o * cin..(o + 1) * cin], x);
     }
 }
 
-/// Portable path of [`Float::diag_step`].
+/// Portable path of `Float::diag_step`.
 #[inline]
-pub fn diag_step_generic<T: Float>(c: [&[T]; 6], xr: &mut [T], xi: &mut [T], u: T) -> T {
+pub fn diag_step_generic<T: Float + NumAssign>(
+    c: [&[T]; 6],
+    xr: &mut [T],
+    xi: &mut [T],
+    u: T,
+) -> T {
     let [ar, ai, br, bi, cr, ci] = c;
     let mut acc = T::zero();
     for i in 0..xr.len() {
@@ -89,7 +101,7 @@ pub fn diag_step_generic<T: Float>(c: [&[T]; 6], xr: &mut [T], xi: &mut [T], u: 
 pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
-    /// [`crate::engine::float::Float::diag_step`] on 16 modes per instruction (masked tail).
+    /// `Float::diag_step` on 16 modes per instruction (masked tail).
     ///
     /// # Safety
     /// AVX-512F must be available; every slice holds `xr.len()` values.
@@ -257,102 +269,5 @@ pub(crate) mod x86 {
             t += a[j] * b[j];
         }
         t
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::engine::float::Float;
-
-    #[test]
-    fn f32_fast_exp_and_erf_against_f64() {
-        // every 1e-3 on [−87, 88] for exp (relative), [−6, 6] for erf (absolute)
-        let mut worst_exp = 0.0f64;
-        for i in -87_000..=88_000 {
-            let x = i as f64 * 1e-3;
-            let got = (x as f32).fast_exp() as f64;
-            let want = (x as f32 as f64).exp();
-            worst_exp = worst_exp.max((got - want).abs() / want);
-        }
-        assert!(worst_exp < 3e-7, "fast_exp: {worst_exp:e}");
-        assert_eq!((-200.0f32).fast_exp(), (-87.0f32).fast_exp()); // clamped, finite
-        assert!((200.0f32).fast_exp().is_finite());
-        assert!(f32::NAN.fast_exp().is_nan()); // a diverged value is not hidden
-        let mut worst_erf = 0.0f64;
-        for i in -6000..=6000 {
-            let x = i as f64 * 1e-3;
-            let got = Float::erf(x as f32) as f64;
-            let want = libm::erf(x as f32 as f64);
-            worst_erf = worst_erf.max((got - want).abs());
-        }
-        // A&S 7.1.26 is within 1.5e-7 in exact arithmetic; f32 rounding adds a few ulp of 1
-        assert!(worst_erf < 1e-6, "erf: {worst_erf:e}");
-    }
-
-    fn vals(n: usize, seed: u32) -> Vec<f32> {
-        // deterministic values in (−1, 1)
-        (0..n)
-            .map(|i| {
-                let v = (i as u32)
-                    .wrapping_mul(2_654_435_761)
-                    .wrapping_add(seed.wrapping_mul(40_503));
-                (v % 20_000) as f32 / 10_000.0 - 1.0
-            })
-            .collect()
-    }
-
-    #[test]
-    fn f32_simd_dot_gemv_and_diag_step_against_f64_sums() {
-        // lengths around the 16-lane vectors and the 4-row blocks, tails included
-        for n in [1usize, 7, 15, 16, 17, 31, 32, 33, 64, 100, 256, 300] {
-            let (a, b) = (vals(n, 1), vals(n, 2));
-            let want: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
-            let got = f32::dot(&a, &b) as f64;
-            assert!(
-                (got - want).abs() < 1e-5 * n as f64,
-                "dot n={n}: {got} vs {want}"
-            );
-            for rows in [1usize, 3, 4, 5, 9] {
-                let w = vals(rows * n, 3);
-                let bias = vals(rows, 4);
-                let mut y = vec![0f32; rows];
-                f32::gemv(&w, Some(&bias), &a, &mut y);
-                for (o, yv) in y.iter().enumerate() {
-                    let want: f64 = bias[o] as f64
-                        + (0..n)
-                            .map(|i| w[o * n + i] as f64 * a[i] as f64)
-                            .sum::<f64>();
-                    assert!(
-                        (*yv as f64 - want).abs() < 1e-5 * n as f64,
-                        "gemv n={n} row {o}"
-                    );
-                }
-            }
-            let c: Vec<Vec<f32>> = (0..6).map(|k| vals(n, 10 + k)).collect();
-            let (mut xr, mut xi) = (vals(n, 20), vals(n, 21));
-            let (xr0, xi0) = (xr.clone(), xi.clone());
-            let u = 0.37f32;
-            let y = f32::diag_step(
-                [&c[0], &c[1], &c[2], &c[3], &c[4], &c[5]],
-                &mut xr,
-                &mut xi,
-                u,
-            ) as f64;
-            let mut want_y = 0.0f64;
-            for i in 0..n {
-                let f = |v: &Vec<f32>| v[i] as f64;
-                let nr = f(&c[0]) * xr0[i] as f64 - f(&c[1]) * xi0[i] as f64 + f(&c[2]) * u as f64;
-                let ni = f(&c[0]) * xi0[i] as f64 + f(&c[1]) * xr0[i] as f64 + f(&c[3]) * u as f64;
-                assert!(
-                    (xr[i] as f64 - nr).abs() < 1e-5 && (xi[i] as f64 - ni).abs() < 1e-5,
-                    "diag n={n} mode {i}"
-                );
-                want_y += f(&c[4]) * nr - f(&c[5]) * ni;
-            }
-            assert!(
-                (y - want_y).abs() < 1e-5 * n as f64,
-                "diag_step y n={n}: {y} vs {want_y}"
-            );
-        }
     }
 }
