@@ -18,6 +18,7 @@ use statespace_core::engine::params::ParamStore;
 use statespace_core::kernels::SequenceKernel;
 use statespace_core::kernels::discretize::Disc;
 use statespace_core::kernels::s4d::{S4dConfig, S4dKernel};
+use statespace_core::kernels::s5::Scan;
 use statespace_core::model::{Input, IoShape, LayerKind, Model, ModelConfig};
 use statespace_math::s4d::DiagInit;
 use std::time::Instant;
@@ -481,9 +482,17 @@ pub fn read_bandwidth(bytes: usize) -> f64 {
     (rows * cols * 4) as f64 / t / 1e9
 }
 
-/// One S5 layer (ZOH, P states, H channels, default scan) on `[b, h, len]`: forward + backward of
+/// One S5 layer (ZOH, P states, H channels, `scan`) on `[b, h, len]`: forward + backward of
 /// `Σ y·w`, the same measurement as `bench/peers/s5_torch.py` on `s5-pytorch`.
-pub fn s5_layer(b: usize, h: usize, p: usize, len: usize, threads: usize, secs: f64) -> Record {
+pub fn s5_layer(
+    b: usize,
+    h: usize,
+    p: usize,
+    len: usize,
+    threads: usize,
+    secs: f64,
+    scan: Scan,
+) -> Record {
     use statespace_core::kernels::s5::{S5Config, S5Layer, S5Options};
     reset_peak_rss();
     let mut r = rand::rngs::StdRng::seed_from_u64(5);
@@ -495,7 +504,10 @@ pub fn s5_layer(b: usize, h: usize, p: usize, len: usize, threads: usize, secs: 
         dt_min: 1e-3,
         dt_max: 1e-1,
         bidirectional: false,
-        opts: S5Options::default(),
+        opts: S5Options {
+            scan,
+            ..S5Options::default()
+        },
         init: None,
     };
     let mut layer = S5Layer::new(&mut store, "s5", cfg, &mut r).expect("valid S5 config");

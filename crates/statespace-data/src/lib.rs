@@ -1,7 +1,11 @@
 //! # statespace-data
 //!
 //! Datasets and generated tasks for statespace, independent of the engine: readers of the standard
-//! file formats (IDX for MNIST / Fashion-MNIST) and seeded generators (adding problem, copying).
+//! file formats ([`idx`]: MNIST / Fashion-MNIST; [`listops`]: ListOps TSV; [`text`]: IMDB's
+//! `aclImdb` layout and AAN pairs; [`cifar`]: CIFAR-10 binary; [`pathfinder`]: Pathfinder PNG +
+//! metadata) and seeded generators ([`tasks`]: adding problem, copying, image tasks; [`memory`]:
+//! selective copying, associative recall, MQAR, induction heads, noise padding; ListOps and
+//! Pathfinder in their readers' formats).
 //! Every task is a [`SeqTask`]: a fixed number of examples per split, any of which can be written
 //! into a batch by index — so data order is a function of (seed, epoch) and training can resume
 //! exactly.

@@ -112,7 +112,15 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     }
     if has("s5") {
         run_case("S5 layer B=16 H=128 P=64 L=1024", &mut || {
-            vec![bench::s5_layer(16, 128, 64, 1024, t, a.secs)]
+            vec![bench::s5_layer(
+                16,
+                128,
+                64,
+                1024,
+                t,
+                a.secs,
+                statespace_core::kernels::s5::Scan::default(),
+            )]
         });
     }
     if has("train") {

@@ -46,7 +46,7 @@ type Cx<T> = Complex<T>;
 #[serde(rename_all = "lowercase")]
 pub enum Scan {
     /// Sequential recurrence per (batch, state), parallel over those; as fast as the associative scan
-    /// here at L = 1k…16k (examples/s5_scan_timing.rs) and simpler, so the default.
+    /// here at L = 1k…16k (`statespace-bench`'s example `s5_scan_timing`) and simpler, so the default.
     #[default]
     Recurrence,
     /// Work-efficient parallel associative scan (Blelloch) per (batch, state).
