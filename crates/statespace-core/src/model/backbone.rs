@@ -87,9 +87,9 @@ pub struct Model<T: Float> {
     pub pair_head: Option<(Linear<T>, Gelu<T>)>,
     /// `acts[i] [B, H, L]`: the input of block `i` (`acts[0]` the encoder's output), `acts[n]` the
     /// last block's output.
-    pub(crate) acts: Vec<Vec<T>>,
+    acts: Vec<Vec<T>>,
     /// `features [B, H, L]`: `final_norm(acts[n])` (pre-norm models).
-    pub(crate) features: Vec<T>,
+    features: Vec<T>,
     /// `pooled [B, H]` (pair tasks: `[2B, H]`, the first towers then the second).
     pooled: Vec<T>,
     /// `pair_features [B, 4H]`: `[u, v, u∗v, u−v]` of the two towers.
@@ -347,10 +347,10 @@ impl<T: Float> Model<T> {
     /// Adds `noise` to the input of every SSM layer in later forwards (`None` removes it).
     pub fn set_input_noise(&mut self, noise: Option<InputNoise>) {
         for (i, b) in self.blocks.iter_mut().enumerate() {
-            b.ssm.noise = noise.map(|n| InputNoise {
+            b.ssm.set_input_noise(noise.map(|n| InputNoise {
                 seed: crate::engine::layers::splitmix64(n.seed ^ (i as u64 + 1)),
                 ..n
-            });
+            }));
         }
     }
 

@@ -17,5 +17,5 @@ pub mod stream;
 pub use backbone::Model;
 pub use block::{Norm, SsmBlock};
 pub use config::{Init, Input, IoShape, LayerKind, ModelConfig, NormKind};
-pub use ssm_layer::{InputNoise, SsmLayer};
+pub use ssm_layer::{InputNoise, SsmLayer, StepScratch, sequence_map};
 pub use stream::Stream;

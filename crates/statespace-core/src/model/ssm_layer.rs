@@ -43,34 +43,34 @@ pub struct InputNoise {
 pub struct SsmLayer<T: Float> {
     /// The sequence map: a [`Convolution`] of a kernel, or S5's MIMO scan.
     pub map: Box<dyn SequenceMap<T>>,
-    pub(crate) noise: Option<InputNoise>,
+    noise: Option<InputNoise>,
     /// Skip gain `D [H]`.
     pub d: ParamId,
-    pub(crate) h: usize,
-    pub(crate) gelu: Gelu<T>,
-    pub(crate) dropout: Dropout<T>,
-    pub(crate) out: Linear<T>,
-    pub(crate) glu: Option<Glu<T>>,
+    h: usize,
+    gelu: Gelu<T>,
+    dropout: Dropout<T>,
+    out: Linear<T>,
+    glu: Option<Glu<T>>,
     /// `u [B, H, L]`: the layer input (with noise, zero past each valid length).
-    pub(crate) u: Vec<T>,
+    u: Vec<T>,
     /// `c [B, H, L]`: `map(u) + D·u`, the GELU's input.
-    pub(crate) c: Vec<T>,
+    c: Vec<T>,
     /// `a [B, H, L]`: `GELU(c)`.
-    pub(crate) a: Vec<T>,
+    a: Vec<T>,
     /// `a_dropped [B, H, L]`: `dropout(a)` (training with p > 0 only).
-    pub(crate) a_dropped: Vec<T>,
+    a_dropped: Vec<T>,
     /// `o [B, 2H, L]`: the output projection before GLU (GLU layers only).
-    pub(crate) o: Vec<T>,
+    o: Vec<T>,
     /// `grad_a`, `grad_b [B, ≤2H, L]`: gradient scratch of the backward, reused in turn.
-    pub(crate) grad_a: Vec<T>,
-    pub(crate) grad_b: Vec<T>,
+    grad_a: Vec<T>,
+    grad_b: Vec<T>,
     /// `du [B, H, L]`: the map's input gradient.
-    pub(crate) du: Vec<T>,
+    du: Vec<T>,
     /// `(batch, len)` of the last forward.
-    pub(crate) dims: (usize, usize),
+    dims: (usize, usize),
     /// Valid length of each batch element (empty: all): the input is zeroed beyond it, so neither
     /// direction of the sequence map sees the padding.
-    pub(crate) lengths: Vec<usize>,
+    lengths: Vec<usize>,
 }
 
 /// Scratch vectors of one recurrent step for `B` streams, shared by the layers of a model (they
@@ -109,99 +109,13 @@ impl<T: Float> SsmLayer<T> {
         cfg: &ModelConfig,
         rng: &mut impl Rng,
     ) -> Result<Self, Error> {
-        let h = cfg.d_model;
-        let kernel: Box<dyn SequenceKernel<T>> = match cfg.kind {
-            LayerKind::S5 | LayerKind::S5Ptd => {
-                let init = if cfg.kind == LayerKind::S5Ptd {
-                    Some(crate::kernels::ptd::s5_init(cfg.d_state, cfg.s5.blocks)?)
-                } else {
-                    None
-                };
-                let s5 = S5Layer::new(
-                    store,
-                    &format!("{prefix}.s5"),
-                    S5Config {
-                        channels: h,
-                        state_size: cfg.d_state,
-                        disc: cfg.disc,
-                        dt_min: cfg.dt_min,
-                        dt_max: cfg.dt_max,
-                        bidirectional: cfg.bidirectional,
-                        opts: cfg.s5.clone(),
-                        init,
-                    },
-                    rng,
-                )?;
-                return Self::with_map(store, prefix, cfg, rng, Box::new(s5));
-            }
-            LayerKind::S4d | LayerKind::S4Ptd => {
-                let custom = if cfg.kind == LayerKind::S4Ptd {
-                    Some(crate::kernels::ptd::s4_modes(cfg.d_state)?)
-                } else {
-                    None
-                };
-                Box::new(S4dKernel::new(
-                    store,
-                    &format!("{prefix}.kernel"),
-                    S4dConfig {
-                        channels: h,
-                        state_size: custom.as_ref().map_or(cfg.d_state, |c| 2 * c.len()),
-                        init: cfg.init.diag().unwrap_or(DiagInit::LegS),
-                        disc: cfg.disc,
-                        dt_min: cfg.dt_min,
-                        dt_max: cfg.dt_max,
-                        bidirectional: cfg.bidirectional,
-                        custom,
-                    },
-                    rng,
-                )?)
-            }
-            LayerKind::S4 => Box::new(S4Kernel::new(
-                store,
-                &format!("{prefix}.kernel"),
-                S4Config {
-                    channels: h,
-                    state_size: cfg.d_state,
-                    n_ssm: cfg.n_ssm,
-                    init: cfg.init.dplr().ok_or_else(|| {
-                        Error::config("model.init", "not a HiPPO operator for S4")
-                    })?,
-                    dt_min: cfg.dt_min,
-                    dt_max: cfg.dt_max,
-                    bidirectional: cfg.bidirectional,
-                    step_mode: cfg.step_mode,
-                },
-                rng,
-            )?),
-            LayerKind::Sgconv => Box::new(SgConvKernel::new(
-                store,
-                &format!("{prefix}.kernel"),
-                SgConvConfig {
-                    channels: h,
-                    max_len: cfg.l_max,
-                    bidirectional: cfg.bidirectional,
-                    opts: cfg.sgconv.clone(),
-                },
-                rng,
-            )?),
-            LayerKind::Hope => Box::new(HopeKernel::new(
-                store,
-                &format!("{prefix}.kernel"),
-                HopeConfig {
-                    channels: h,
-                    state_size: cfg.d_state,
-                    dt_min: cfg.dt_min,
-                    dt_max: cfg.dt_max,
-                    bidirectional: cfg.bidirectional,
-                    opts: cfg.hope.clone(),
-                },
-                rng,
-            )?),
-        };
-        Self::with_map(store, prefix, cfg, rng, Box::new(Convolution::new(kernel)))
+        let map = sequence_map(store, prefix, cfg, rng)?;
+        Self::with_map(store, prefix, cfg, rng, map)
     }
 
-    fn with_map(
+    /// The layer around a sequence map of your own (any [`SequenceMap`] over `cfg.d_model`
+    /// channels): `PREFIX.d` and the output projection `PREFIX.out.*` are registered here.
+    pub fn with_map(
         store: &mut ParamStore<T>,
         prefix: &str,
         cfg: &ModelConfig,
@@ -209,6 +123,12 @@ impl<T: Float> SsmLayer<T> {
         map: Box<dyn SequenceMap<T>>,
     ) -> Result<Self, Error> {
         let h = cfg.d_model;
+        if map.channels() != h {
+            return Err(Error::Invalid(format!(
+                "{prefix}: the sequence map has {} channels, the layer d_model = {h}",
+                map.channels()
+            )));
+        }
         let dvals = (0..h).map(|_| T::of(normal(rng))).collect();
         let d = store.add(format!("{prefix}.d"), &[h], dvals, ParamKind::Weight);
         let out_dim = if cfg.glu { 2 * h } else { h };
@@ -264,6 +184,11 @@ impl<T: Float> SsmLayer<T> {
     pub fn set_lengths(&mut self, lengths: &[usize]) {
         self.lengths.clear();
         self.lengths.extend_from_slice(lengths);
+    }
+
+    /// Adds `noise` to the layer's input in later forwards (`None` removes it).
+    pub fn set_input_noise(&mut self, noise: Option<InputNoise>) {
+        self.noise = noise;
     }
 
     /// `u [B, H, L] → y [B, H, L]`; `seed` drives dropout (`train` only).
@@ -440,4 +365,105 @@ impl<T: Float> SsmLayer<T> {
 fn normal(rng: &mut impl Rng) -> f64 {
     use rand_distr::{Distribution, StandardNormal};
     StandardNormal.sample(rng)
+}
+
+/// The sequence map of `cfg.kind` for the layer `prefix`: a kernel (S4D, S4-PTD, S4, SGConv, HOPE)
+/// wrapped in a [`Convolution`], or S5 (S5-PTD) itself. The only place that names the kinds.
+pub fn sequence_map<T: Float>(
+    store: &mut ParamStore<T>,
+    prefix: &str,
+    cfg: &ModelConfig,
+    rng: &mut impl Rng,
+) -> Result<Box<dyn SequenceMap<T>>, Error> {
+    let h = cfg.d_model;
+    let kernel: Box<dyn SequenceKernel<T>> = match cfg.kind {
+        LayerKind::S5 | LayerKind::S5Ptd => {
+            let init = if cfg.kind == LayerKind::S5Ptd {
+                Some(crate::kernels::ptd::s5_init(cfg.d_state, cfg.s5.blocks)?)
+            } else {
+                None
+            };
+            let s5 = S5Layer::new(
+                store,
+                &format!("{prefix}.s5"),
+                S5Config {
+                    channels: h,
+                    state_size: cfg.d_state,
+                    disc: cfg.disc,
+                    dt_min: cfg.dt_min,
+                    dt_max: cfg.dt_max,
+                    bidirectional: cfg.bidirectional,
+                    opts: cfg.s5.clone(),
+                    init,
+                },
+                rng,
+            )?;
+            return Ok(Box::new(s5));
+        }
+        LayerKind::S4d | LayerKind::S4Ptd => {
+            let custom = if cfg.kind == LayerKind::S4Ptd {
+                Some(crate::kernels::ptd::s4_modes(cfg.d_state)?)
+            } else {
+                None
+            };
+            Box::new(S4dKernel::new(
+                store,
+                &format!("{prefix}.kernel"),
+                S4dConfig {
+                    channels: h,
+                    state_size: custom.as_ref().map_or(cfg.d_state, |c| 2 * c.len()),
+                    init: cfg.init.diag().unwrap_or(DiagInit::LegS),
+                    disc: cfg.disc,
+                    dt_min: cfg.dt_min,
+                    dt_max: cfg.dt_max,
+                    bidirectional: cfg.bidirectional,
+                    custom,
+                },
+                rng,
+            )?)
+        }
+        LayerKind::S4 => Box::new(S4Kernel::new(
+            store,
+            &format!("{prefix}.kernel"),
+            S4Config {
+                channels: h,
+                state_size: cfg.d_state,
+                n_ssm: cfg.n_ssm,
+                init: cfg
+                    .init
+                    .dplr()
+                    .ok_or_else(|| Error::config("model.init", "not a HiPPO operator for S4"))?,
+                dt_min: cfg.dt_min,
+                dt_max: cfg.dt_max,
+                bidirectional: cfg.bidirectional,
+                step_mode: cfg.step_mode,
+            },
+            rng,
+        )?),
+        LayerKind::Sgconv => Box::new(SgConvKernel::new(
+            store,
+            &format!("{prefix}.kernel"),
+            SgConvConfig {
+                channels: h,
+                max_len: cfg.l_max,
+                bidirectional: cfg.bidirectional,
+                opts: cfg.sgconv.clone(),
+            },
+            rng,
+        )?),
+        LayerKind::Hope => Box::new(HopeKernel::new(
+            store,
+            &format!("{prefix}.kernel"),
+            HopeConfig {
+                channels: h,
+                state_size: cfg.d_state,
+                dt_min: cfg.dt_min,
+                dt_max: cfg.dt_max,
+                bidirectional: cfg.bidirectional,
+                opts: cfg.hope.clone(),
+            },
+            rng,
+        )?),
+    };
+    Ok(Box::new(Convolution::new(kernel)))
 }
