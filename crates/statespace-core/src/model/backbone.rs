@@ -20,6 +20,28 @@ use crate::engine::params::ParamStore;
 use crate::error::Error;
 use rand::Rng;
 
+/// The one walk over a model's buffers, shared (`&`) or mutable (`&mut`): `iter`/`as_ref`/… name
+/// the accessors of the flavour.
+macro_rules! buffers_of {
+    ($model:ident, $iter:ident, $as:ident, $stats:ident, $bufs:ident) => {{
+        let mut out = Vec::new();
+        for (i, blk) in $model.blocks.$iter().enumerate() {
+            if let Some((m, v)) = blk.norm.$stats() {
+                out.push((format!("blocks.{i}.norm.running_mean"), m));
+                out.push((format!("blocks.{i}.norm.running_var"), v));
+            }
+            for (n, b) in blk.ssm.map.$bufs() {
+                out.push((format!("blocks.{i}.ssm.{n}"), b));
+            }
+        }
+        if let Some((m, v)) = $model.final_norm.$as().and_then(|f| f.$stats()) {
+            out.push(("final_norm.running_mean".to_string(), m));
+            out.push(("final_norm.running_var".to_string(), v));
+        }
+        out
+    }};
+}
+
 /// How inputs enter the model: a linear map of real channels, or a token embedding.
 #[derive(Debug)]
 pub enum Encoder<T: Float> {
@@ -378,39 +400,11 @@ impl<T: Float> Model<T> {
     /// The non-trainable state saved in checkpoints, by name: BatchNorm running statistics
     /// (`blocks.0.norm.running_mean`, …) and the sequence maps' buffers (`blocks.0.ssm.kernel.*`).
     pub fn buffers(&self) -> Vec<(String, &Vec<T>)> {
-        let mut out = Vec::new();
-        for (i, blk) in self.blocks.iter().enumerate() {
-            if let Some((m, v)) = blk.norm.running_stats() {
-                out.push((format!("blocks.{i}.norm.running_mean"), m));
-                out.push((format!("blocks.{i}.norm.running_var"), v));
-            }
-            for (n, b) in blk.ssm.map.buffers() {
-                out.push((format!("blocks.{i}.ssm.{n}"), b));
-            }
-        }
-        if let Some((m, v)) = self.final_norm.as_ref().and_then(|f| f.running_stats()) {
-            out.push(("final_norm.running_mean".into(), m));
-            out.push(("final_norm.running_var".into(), v));
-        }
-        out
+        buffers_of!(self, iter, as_ref, running_stats, buffers)
     }
 
     /// Mutable access to [`Model::buffers`] (for loading checkpoints).
     pub fn buffers_mut(&mut self) -> Vec<(String, &mut Vec<T>)> {
-        let mut out = Vec::new();
-        for (i, blk) in self.blocks.iter_mut().enumerate() {
-            if let Some((m, v)) = blk.norm.running_stats_mut() {
-                out.push((format!("blocks.{i}.norm.running_mean"), m));
-                out.push((format!("blocks.{i}.norm.running_var"), v));
-            }
-            for (n, b) in blk.ssm.map.buffers_mut() {
-                out.push((format!("blocks.{i}.ssm.{n}"), b));
-            }
-        }
-        if let Some((m, v)) = self.final_norm.as_mut().and_then(|f| f.running_stats_mut()) {
-            out.push(("final_norm.running_mean".into(), m));
-            out.push(("final_norm.running_var".into(), v));
-        }
-        out
+        buffers_of!(self, iter_mut, as_mut, running_stats_mut, buffers_mut)
     }
 }
