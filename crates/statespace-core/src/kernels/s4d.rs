@@ -36,7 +36,7 @@ use crate::engine::float::Float;
 use crate::engine::gemm::Gemm;
 use crate::engine::params::{ParamId, ParamKind, ParamStore};
 use crate::error::Error;
-use crate::kernels::discretize::{Disc, MIN_NEG_REAL, Mode, discretize};
+use crate::kernels::discretize::{Disc, MIN_NEG_REAL, Mode, clamped_real, discretize};
 use crate::kernels::{SequenceKernel, Stepper};
 use num_complex::Complex64 as C64;
 use rand::Rng;
@@ -195,9 +195,8 @@ impl S4dKernel {
             let dt = ldt[hh].f64().exp();
             for mm in 0..m {
                 let i = hh * m + mm;
-                let e = lar[i].f64().exp();
-                let clamped = e < MIN_NEG_REAL;
-                let a = C64::new(-e.max(MIN_NEG_REAL), ai[i].f64());
+                let (re, clamped) = clamped_real(lar[i].f64());
+                let a = C64::new(re, ai[i].f64());
                 self.modes.push(discretize(a, dt, self.cfg.disc, clamped));
                 self.b.push(C64::new(br[i].f64(), bi[i].f64()));
             }

@@ -28,7 +28,7 @@ use crate::engine::float::Float;
 use crate::engine::gemm::Gemm;
 use crate::engine::params::{ParamId, ParamKind, ParamStore};
 use crate::error::Error;
-use crate::kernels::discretize::{Disc, MIN_NEG_REAL, Mode, discretize};
+use crate::kernels::discretize::{Disc, MIN_NEG_REAL, Mode, clamped_real, discretize};
 use crate::kernels::{SequenceMap, Stepper};
 use num_complex::{Complex, Complex64 as C64};
 use rand::Rng;
@@ -417,10 +417,10 @@ impl<T: Float> S5Layer<T> {
         bbar_re.clear();
         bbar_im.clear();
         for i in 0..m {
-            let e = lr[i].f64().exp();
-            let a = C64::new(-e.max(MIN_NEG_REAL), li[i].f64());
+            let (re, clamped) = clamped_real(lr[i].f64());
+            let a = C64::new(re, li[i].f64());
             let dt = ldt[i].f64().exp() * self.cfg.opts.step_rescale;
-            let md = discretize(a, dt, self.cfg.disc, e < MIN_NEG_REAL);
+            let md = discretize(a, dt, self.cfg.disc, clamped);
             let ab = md.z.exp();
             abar.push(Cx::new(T::of(ab.re), T::of(ab.im)));
             for c in 0..h {

@@ -91,6 +91,11 @@ impl Embedding {
     /// One token per stream, for recurrent steps: `tok [B] → y [B, D]`. Tokens must be `< vocab`.
     pub fn step<T: Float>(&self, store: &ParamStore<T>, tok: &[u32], y: &mut [T]) {
         let (d, w) = (self.dim, store.value(self.w));
+        assert_eq!(
+            y.len(),
+            tok.len() * d,
+            "Embedding::step: y [B, {d}] for B tokens"
+        );
         for (yr, &t) in y.chunks_exact_mut(d).zip(tok) {
             let t = t as usize;
             yr.copy_from_slice(&w[t * d..(t + 1) * d]);

@@ -153,6 +153,12 @@ impl<T: Float> Linear<T> {
         let (cin, cout) = (self.cin, self.cout);
         let (w, bias) = (store.value(self.w), self.b.map(|id| store.value(id)));
         let batch = x.len() / cin;
+        assert!(
+            x.len() == batch * cin && y.len() == batch * cout,
+            "Linear::step: x [B, {cin}] and y [B, {cout}], got {} and {} values",
+            x.len(),
+            y.len()
+        );
         if batch == 1 {
             return T::gemv(w, bias, x, &mut y[..cout]);
         }
