@@ -474,6 +474,50 @@ fn last_step(dir: &Path) -> Option<usize> {
 }
 
 #[test]
+fn a_second_writer_of_a_live_run_is_refused_and_a_dead_holder_leaves_no_lock() {
+    let dir = tmpdir();
+    let cfg = write(dir.path(), "run.toml", RUN_CFG);
+    let a = dir.path().join("a");
+    let (cfg, a_s) = (cfg.to_str().unwrap(), a.to_str().unwrap());
+    let mut child = bin()
+        .args(["train", "--config", cfg, "--out", a_s, "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // the first run holds the lock once its pid stands in the lock file
+    let pid = child.id().to_string();
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(a.join(".lock")).map_or(true, |s| s.trim() != pid) {
+        assert!(
+            t0.elapsed().as_secs() < 60,
+            "the first run never took its lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for args in [
+        vec!["train", "--config", cfg, "--out", a_s, "--quiet"],
+        vec!["train", "--resume", a_s, "--quiet"],
+    ] {
+        let o = run(&args);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+        assert!(
+            e.contains(a_s) && e.contains(&format!("process {pid} is writing this run")),
+            "{args:?}: {e}"
+        );
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first run ended before the second writers were tried"
+    );
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    // the operating system released the dead holder's lock
+    statespace_train::RunLock::acquire(&a).expect("a dead process holds no lock");
+}
+
+#[test]
 fn kill_9_then_resume_is_bitwise_identical() {
     let dir = tmpdir();
     let cfg = write(dir.path(), "run.toml", RUN_CFG);

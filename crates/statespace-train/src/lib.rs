@@ -19,7 +19,9 @@ pub use config::{RunConfig, TrainConfig, init_threads};
 pub use eval::{TRIM_MULTIPLE, batch_loss, evaluate};
 pub use metrics::Score;
 pub use run::{Summary, run};
-pub use run_dir::{LoadedRun, config_of, eval_checkpoint, load_model, load_weights, robustness};
+pub use run_dir::{
+    LoadedRun, RunLock, config_of, eval_checkpoint, load_model, load_weights, robustness,
+};
 pub use tasks::{TaskConfig, TaskName, build_task, io_shape};
 
 // the loss skips the targets the data layer leaves unscored

@@ -5,7 +5,9 @@ use crate::config::RunConfig;
 use crate::config::init_threads;
 use crate::eval::{TRIM_MULTIPLE, batch_loss, evaluate};
 use crate::metrics::Score;
-use crate::run_dir::{State, config_of, load_weights, save_best, save_last, truncate_metrics};
+use crate::run_dir::{
+    RunLock, State, config_of, load_weights, save_best, save_last, truncate_metrics,
+};
 use crate::tasks::{build_task, io_shape};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -97,6 +99,8 @@ pub fn run(
     };
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("{}: cannot create the run directory: {e}", dir.display()))?;
+    // one writer at a time: held until this function returns
+    let _lock = RunLock::acquire(dir)?;
     let last = dir.join("last.safetensors");
     if resume {
         let loaded = checkpoint::load::<f32>(&last)?;

@@ -258,3 +258,53 @@ pub fn robustness(
     )?;
     Ok((cfg, clean, noisy))
 }
+
+/// An exclusive lock on a run directory, held while a process writes the run (`DIR/.lock`, an
+/// advisory `flock`). The operating system releases it when the holder exits in any way (`kill -9`
+/// included), so a lock left by a dead process never blocks the next run; the file keeps the
+/// holder's pid for the message a second writer gets.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    /// Takes the lock of `dir` (which must exist), or says which process holds it.
+    pub fn acquire(dir: &Path) -> Result<Self, String> {
+        use std::io::{Read, Seek, Write};
+        let path = dir.join(".lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| format!("{}: cannot open the run's lock: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {
+                let pid = std::process::id();
+                file.set_len(0)
+                    .and_then(|()| file.rewind())
+                    .and_then(|()| writeln!(file, "{pid}"))
+                    .and_then(|()| file.flush())
+                    .map_err(|e| format!("{}: cannot write the run's lock: {e}", path.display()))?;
+                Ok(Self { _file: file })
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => "another process".to_string(),
+                    pid => format!("process {pid}"),
+                };
+                Err(format!(
+                    "{}: {holder} is writing this run; wait for it to finish or use another --out",
+                    dir.display()
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(format!("{}: cannot lock the run: {e}", path.display()))
+            }
+        }
+    }
+}

@@ -92,3 +92,18 @@ fn a_short_run_learns_copying_and_evaluates() {
             .contains("already holds a run")
     );
 }
+
+#[test]
+fn a_locked_run_directory_is_refused_and_free_again_once_the_lock_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = RunConfig::from_toml(&cfg_text("max_steps = 3")).unwrap();
+    let lock = train::RunLock::acquire(dir.path()).unwrap();
+    let e = train::run(&cfg, dir.path(), false, None, true).unwrap_err();
+    let holder = format!("process {} is writing this run", std::process::id());
+    assert!(
+        e.contains(&dir.path().display().to_string()) && e.contains(&holder),
+        "{e}"
+    );
+    drop(lock);
+    train::run(&cfg, dir.path(), false, None, true).unwrap();
+}
