@@ -107,3 +107,18 @@ fn a_locked_run_directory_is_refused_and_free_again_once_the_lock_is_gone() {
     drop(lock);
     train::run(&cfg, dir.path(), false, None, true).unwrap();
 }
+
+#[test]
+fn two_identical_runs_write_byte_identical_checkpoints() {
+    let cfg = RunConfig::from_toml(&cfg_text("max_steps = 30")).unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    train::run(&cfg, a.path(), false, None, true).unwrap();
+    train::run(&cfg, b.path(), false, None, true).unwrap();
+    for f in ["best.safetensors", "last.safetensors"] {
+        let (x, y) = (
+            std::fs::read(a.path().join(f)).unwrap(),
+            std::fs::read(b.path().join(f)).unwrap(),
+        );
+        assert!(x == y, "{f}: the two runs' files differ");
+    }
+}

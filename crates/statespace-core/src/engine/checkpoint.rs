@@ -4,7 +4,7 @@
 
 use crate::engine::float::Float;
 use crate::error::Error;
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
@@ -27,32 +27,99 @@ pub struct Loaded<T> {
     pub meta: HashMap<String, String>,
 }
 
-fn dtype_of<T: Float>() -> Dtype {
-    if T::NAME == "f32" {
-        Dtype::F32
-    } else {
-        Dtype::F64
-    }
-}
-
 /// Writes `tensors` (name, shape, values) and `meta` to `path` atomically.
 pub fn save<T: Float>(
     path: &Path,
     tensors: &[(String, Vec<usize>, &[T])],
     meta: HashMap<String, String>,
 ) -> Result<(), Error> {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(n, s, v)| (n.clone(), s.clone(), T::to_le_bytes_vec(v)))
-        .collect();
-    let views = bytes
-        .iter()
-        .map(|(n, s, b)| TensorView::new(dtype_of::<T>(), s.clone(), b).map(|v| (n.clone(), v)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::file(path, format!("cannot build the tensors: {e}")))?;
-    let data = safetensors::tensor::serialize(views, &Some(meta))
-        .map_err(|e| Error::file(path, format!("cannot serialize: {e}")))?;
+    let data = encode(tensors, &meta).map_err(|e| Error::file(path, e))?;
     write_atomic(path, &data)
+}
+
+/// The safetensors bytes of `tensors` and `meta`, the same for the same contents: the header lists
+/// `__metadata__` with its keys sorted, then the tensors sorted by name, their data in that order;
+/// the header is padded with spaces to a multiple of 8 bytes (so the data is aligned).
+///
+/// ```text
+/// [u64 LE: header length n] [n bytes of JSON] [tensor bytes, row-major, little-endian]
+/// {"__metadata__":{"k":"v",…},"name":{"dtype":"F32","shape":[…],"data_offsets":[begin,end]},…}
+/// ```
+pub fn encode<T: Float>(
+    tensors: &[(String, Vec<usize>, &[T])],
+    meta: &HashMap<String, String>,
+) -> Result<Vec<u8>, String> {
+    let mut order: Vec<&(String, Vec<usize>, &[T])> = tensors.iter().collect();
+    order.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(w) = order.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(format!("tensor {} is given twice", w[0].0));
+    }
+    let size = std::mem::size_of::<T>();
+    let mut header = String::from("{");
+    if !meta.is_empty() {
+        let mut keys: Vec<&String> = meta.keys().collect();
+        keys.sort();
+        header.push_str("\"__metadata__\":{");
+        for (i, k) in keys.iter().enumerate() {
+            if i > 0 {
+                header.push(',');
+            }
+            json_string(k, &mut header);
+            header.push(':');
+            json_string(&meta[*k], &mut header);
+        }
+        header.push('}');
+    }
+    let mut offset = 0usize;
+    for (i, (name, shape, values)) in order.iter().enumerate() {
+        let count: usize = shape.iter().product();
+        if count != values.len() {
+            return Err(format!(
+                "tensor {name}: shape {shape:?} holds {count} values, {} given",
+                values.len()
+            ));
+        }
+        if i > 0 || !meta.is_empty() {
+            header.push(',');
+        }
+        json_string(name, &mut header);
+        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+        let end = offset + count * size;
+        header.push_str(&format!(
+            ":{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{offset},{end}]}}",
+            if size == 4 { "F32" } else { "F64" },
+            dims.join(",")
+        ));
+        offset = end;
+    }
+    header.push('}');
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + header.len() + offset);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for (_, _, values) in order {
+        out.extend_from_slice(&T::to_le_bytes_vec(values));
+    }
+    Ok(out)
+}
+
+/// Appends `s` as a JSON string.
+fn json_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// Writes `data` to `path` atomically (temporary file, fsync, rename, fsync of the directory).

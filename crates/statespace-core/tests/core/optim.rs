@@ -110,3 +110,48 @@ fn checkpoints_round_trip_and_reject_damage() {
             .contains("c.safetensors")
     );
 }
+
+#[test]
+fn checkpoint_bytes_are_a_function_of_the_contents() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], vec![-0.5f32]);
+    let tensors = vec![
+        ("zeta".to_string(), vec![2, 3], &a[..]),
+        ("alpha".to_string(), vec![1], &b[..]),
+    ];
+    let pairs: Vec<(String, String)> = (0..12)
+        .map(|i| (format!("key{i}"), format!("value {i}")))
+        .chain([(
+            "config".to_string(),
+            "{\"a\": \"q\\\"\\n\u{1}é\"}".to_string(),
+        )])
+        .collect();
+    // the same metadata inserted in two orders (HashMaps iterate in different orders)
+    let m1: std::collections::HashMap<_, _> = pairs.iter().cloned().collect();
+    let m2: std::collections::HashMap<_, _> = pairs.iter().rev().cloned().collect();
+    let (p1, p2) = (
+        dir.path().join("1.safetensors"),
+        dir.path().join("2.safetensors"),
+    );
+    checkpoint::save::<f32>(&p1, &tensors, m1.clone()).unwrap();
+    let rev: Vec<_> = tensors.iter().rev().cloned().collect();
+    checkpoint::save::<f32>(&p2, &rev, m2).unwrap();
+    let (r1, r2) = (std::fs::read(&p1).unwrap(), std::fs::read(&p2).unwrap());
+    assert_eq!(r1, r2, "same contents, different bytes");
+    // standard safetensors: the header length, an 8-byte aligned data start, and the reader agrees
+    let hl = u64::from_le_bytes(r1[..8].try_into().unwrap()) as usize;
+    assert_eq!((8 + hl) % 8, 0);
+    assert_eq!(r1.len(), 8 + hl + 4 * (a.len() + b.len()));
+    let l = checkpoint::load::<f32>(&p1).unwrap();
+    assert_eq!(l.meta, m1);
+    assert_eq!(l.tensors["zeta"].data, a);
+    assert_eq!(l.tensors["zeta"].shape, vec![2, 3]);
+    assert_eq!(l.tensors["alpha"].data, b);
+    // a tensor given twice, or a shape that does not match its values, is an error naming it
+    let twice = vec![tensors[0].clone(), tensors[0].clone()];
+    let e = checkpoint::save::<f32>(&p1, &twice, Default::default()).unwrap_err();
+    assert!(e.to_string().contains("zeta"), "{e}");
+    let bad = vec![("x".to_string(), vec![4], &b[..])];
+    let e = checkpoint::save::<f32>(&p1, &bad, Default::default()).unwrap_err();
+    assert!(e.to_string().contains("tensor x"), "{e}");
+}
