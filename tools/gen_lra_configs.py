@@ -79,7 +79,9 @@ def write(task, kind):
             extra.append(f"[train.{g}]\nlr = {fmt(c['ssm_lr'])}\nweight_decay = 0.0\n")
     elif kind == "sgconv":
         c = SG[task]
-        m.update(d_model=c["h"], n_layers=c["layers"], d_state=s4["n"], prenorm="true" if s4["prenorm"] else "false",
+        # SGConv has no state, step or discretization: those fields stay unset (a set one is an error)
+        del m["dt_min"], m["dt_max"]
+        m.update(d_model=c["h"], n_layers=c["layers"], prenorm="true" if s4["prenorm"] else "false",
                  dropout=fmt(s4["drop"]))
         if c.get("norm"):
             m["norm"] = f'"{c["norm"]}"'

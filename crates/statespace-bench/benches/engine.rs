@@ -63,7 +63,7 @@ fn train_step(c: &mut Criterion) {
     let mut g = c.benchmark_group("train_step");
     g.sample_size(10);
     for &(b, l) in &[(16usize, 1024usize), (2, 4096), (2, 16384)] {
-        let mut model = train_model(4, 128, 64, l);
+        let mut model = train_model(4, 128, 64);
         let mut r = rand::rngs::StdRng::seed_from_u64(4);
         let x: Vec<f32> = (0..b * l).map(|_| r.random::<f32>() - 0.5).collect();
         let labels: Vec<u32> = (0..b as u32).map(|i| i % 10).collect();

@@ -351,7 +351,7 @@ pub fn fftconv(
 
 /// An S4D stack (`layers` × H `h`, state size `n`, LayerNorm pre-norm, GELU + GLU) on one real input
 /// with 10 outputs after `pool`, built for length `len`.
-pub fn s4d_model(layers: usize, h: usize, n: usize, pool: Pool, len: usize) -> Model<f32> {
+pub fn s4d_model(layers: usize, h: usize, n: usize, pool: Pool) -> Model<f32> {
     let cfg = ModelConfig {
         kind: LayerKind::S4d,
         d_model: h,
@@ -359,7 +359,6 @@ pub fn s4d_model(layers: usize, h: usize, n: usize, pool: Pool, len: usize) -> M
         d_state: n,
         glu: true,
         pool,
-        l_max: len,
         ..ModelConfig::default()
     };
     let io = IoShape {
@@ -372,8 +371,8 @@ pub fn s4d_model(layers: usize, h: usize, n: usize, pool: Pool, len: usize) -> M
 }
 
 /// The model of the training-step benchmark: [`s4d_model`] with mean pooling (10 classes).
-pub fn train_model(layers: usize, h: usize, n: usize, len: usize) -> Model<f32> {
-    s4d_model(layers, h, n, Pool::Mean, len)
+pub fn train_model(layers: usize, h: usize, n: usize) -> Model<f32> {
+    s4d_model(layers, h, n, Pool::Mean)
 }
 
 /// AdamW settings of the training-step benchmarks (lr 1e-3, weight decay 0.01, default SSM groups).
@@ -392,7 +391,7 @@ pub fn bench_optim() -> OptimConfig {
 
 /// The causal model of the recurrent-step benchmark: [`s4d_model`] read at the last position.
 pub fn stream_model(layers: usize, h: usize, n: usize) -> Model<f32> {
-    s4d_model(layers, h, n, Pool::Last, 1024)
+    s4d_model(layers, h, n, Pool::Last)
 }
 
 /// One full training step (forward, cross-entropy, backward, AdamW) of [`train_model`] on a batch
@@ -409,7 +408,7 @@ pub fn train_step(
     min_reps: usize,
 ) -> Record {
     reset_peak_rss();
-    let mut model = train_model(layers, h, n, len);
+    let mut model = train_model(layers, h, n);
     let mut r = rand::rngs::StdRng::seed_from_u64(4);
     let x: Vec<f32> = (0..b * len).map(|_| r.random::<f32>() - 0.5).collect();
     let labels: Vec<u32> = (0..b as u32).map(|i| i % 10).collect();

@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         Command::Robustness(a) => robustness::run(&a),
         Command::Ptd(a) => ptd::run(&a),
         Command::Data(c) => data::run(&c).map_err(Failure::Input),
-        Command::Lra(a) => lra::run(&a).map_err(Failure::Input),
+        Command::Lra(a) => lra::run(&a),
         Command::Stream(a) => stream::run(&a),
         Command::Bench(a) => bench::run(&a).map_err(Failure::Input),
         Command::Generate(a) => generate::run(&a),
@@ -86,8 +86,7 @@ fn main() -> ExitCode {
             a.data.as_deref(),
             a.out.as_deref(),
             a.quiet,
-        )
-        .map_err(Failure::Input),
+        ),
         Command::Eval(a) => train::eval(&a.checkpoint, a.data.as_deref()).map_err(Failure::Input),
     };
     match result {
@@ -99,6 +98,10 @@ fn main() -> ExitCode {
         Err(Failure::Compute(m)) => {
             eprintln!("error: {m}");
             ExitCode::from(1)
+        }
+        Err(Failure::Stopped(m)) => {
+            eprintln!("{m}");
+            ExitCode::from(130)
         }
     }
 }

@@ -21,7 +21,16 @@ pub struct Series<'a> {
     pub points: Vec<(f64, f64)>,
 }
 
-/// Draws `series` as lines on one chart and writes a PNG to `path`.
+/// One chart of a figure: axis labels, its curves, and whether each point gets a marker (for
+/// series with few points, e.g. one validation per epoch).
+pub struct Panel<'a> {
+    pub x_label: &'a str,
+    pub y_label: &'a str,
+    pub series: Vec<Series<'a>>,
+    pub markers: bool,
+}
+
+/// Draws `series` as lines on one chart and writes a PNG to `path` (atomically).
 pub fn line_plot(
     path: &Path,
     title: &str,
@@ -29,12 +38,53 @@ pub fn line_plot(
     y_label: &str,
     series: &[Series<'_>],
 ) -> Result<(), String> {
+    let series = series
+        .iter()
+        .map(|s| Series {
+            label: s.label,
+            points: s.points.clone(),
+        })
+        .collect();
+    panels_plot(
+        path,
+        title,
+        &[Panel {
+            x_label,
+            y_label,
+            series,
+            markers: false,
+        }],
+    )
+}
+
+/// Draws the panels one above the other under one title and writes a PNG to `path`: encoded in
+/// memory, then written to a temporary file and renamed, so a failed write (a full disk) leaves
+/// the previous file or none, never a truncated one.
+pub fn panels_plot(path: &Path, title: &str, panels: &[Panel<'_>]) -> Result<(), String> {
     register_font();
-    let (w, h) = (1000u32, 600u32);
+    let (w, h) = (1000u32, 200 + 400 * panels.len().max(1) as u32);
     let mut buf = vec![0u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        draw(&root, title, x_label, y_label, series).map_err(|e| format!("drawing failed: {e}"))?;
+        root.fill(&WHITE)
+            .map_err(|e| format!("drawing failed: {e}"))?;
+        let body = root
+            .titled(title, ("sans-serif", 24))
+            .map_err(|e| format!("drawing failed: {e}"))?;
+        let areas = body.split_evenly((panels.len().max(1), 1));
+        // the panels share the x range (steps line up)
+        let xs = panels
+            .iter()
+            .flat_map(|p| p.series.iter())
+            .flat_map(|s| s.points.iter())
+            .map(|p| p.0)
+            .filter(|x| x.is_finite());
+        let x_range = xs.fold(None, |r: Option<(f64, f64)>, x| {
+            Some(r.map_or((x, x), |(a, b)| (a.min(x), b.max(x))))
+        });
+        for (area, panel) in areas.iter().zip(panels) {
+            draw(area, panel, x_range).map_err(|e| format!("drawing failed: {e}"))?;
+        }
         root.present().map_err(|e| format!("drawing failed: {e}"))?;
     }
     write_png(path, &buf, w, h)
@@ -44,18 +94,16 @@ type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
 fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, plotters::coord::Shift>,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[Series<'_>],
+    panel: &Panel<'_>,
+    x_range: Option<(f64, f64)>,
 ) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
-    root.fill(&WHITE)?;
+    let series = &panel.series;
     let all = series.iter().flat_map(|s| s.points.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in all {
+    for &(x, y) in all.filter(|(x, y)| x.is_finite() && y.is_finite()) {
         x0 = x0.min(x);
         x1 = x1.max(x);
         y0 = y0.min(y);
@@ -64,21 +112,24 @@ where
     if x0 > x1 {
         (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
     }
-    if x1 <= x0 {
-        x1 = x0 + 1.0;
+    if let Some((a, b)) = x_range {
+        (x0, x1) = (a, b);
     }
-    let pad = ((y1 - y0) * 0.05).max(1e-12 * y1.abs().max(1.0));
+    if x1 <= x0 {
+        // a single point (one validation) sits in the middle of a unit-wide axis
+        (x0, x1) = (x0 - 0.5, x1 + 0.5);
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-3 * y1.abs().max(1e-9));
     let (y0, y1) = (y0 - pad, y1 + pad);
     let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", 24))
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(80)
         .build_cartesian_2d(x0..x1, y0..y1)?;
     chart
         .configure_mesh()
-        .x_desc(x_label)
-        .y_desc(y_label)
+        .x_desc(panel.x_label)
+        .y_desc(panel.y_label)
         .x_label_formatter(&|x| {
             if x.fract() == 0.0 && x.abs() < 1e9 {
                 format!("{x:.0}")
@@ -87,19 +138,30 @@ where
             }
         })
         .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
         .draw()?;
     let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
     for (i, s) in series.iter().enumerate() {
         let color = colors[i % colors.len()];
+        let finite: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .copied()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .collect();
         chart
             .draw_series(LineSeries::new(
-                s.points.iter().copied(),
-                color.stroke_width(1),
+                finite.iter().copied(),
+                color.stroke_width(2),
             ))?
             .label(s.label)
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
+        // short series (a few validations) get a marker per point, so even one point shows
+        if panel.markers || finite.len() <= 64 {
+            chart.draw_series(finite.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+        }
     }
     if series.len() > 1 || series.iter().any(|s| !s.label.is_empty()) {
         chart
@@ -114,18 +176,20 @@ where
 
 fn write_png(path: &Path, rgb: &[u8], w: u32, h: u32) -> Result<(), String> {
     let name = path.display();
-    let file =
-        std::fs::File::create(path).map_err(|e| format!("{name}: cannot create the file: {e}"))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    let mut writer = enc
-        .write_header()
-        .map_err(|e| format!("{name}: cannot write the PNG: {e}"))?;
-    writer
-        .write_image_data(rgb)
-        .map_err(|e| format!("{name}: cannot write the PNG: {e}"))?;
-    writer
-        .finish()
-        .map_err(|e| format!("{name}: cannot write the PNG: {e}"))
+    let mut bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut bytes, w, h);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc
+            .write_header()
+            .map_err(|e| format!("{name}: cannot encode the PNG: {e}"))?;
+        writer
+            .write_image_data(rgb)
+            .map_err(|e| format!("{name}: cannot encode the PNG: {e}"))?;
+        writer
+            .finish()
+            .map_err(|e| format!("{name}: cannot encode the PNG: {e}"))?;
+    }
+    statespace_core::engine::checkpoint::write_atomic(path, &bytes).map_err(|e| e.to_string())
 }

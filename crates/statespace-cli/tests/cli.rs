@@ -548,13 +548,19 @@ fn kill_9_then_resume_is_bitwise_identical() {
         .spawn()
         .unwrap();
     let t0 = std::time::Instant::now();
-    while last_step(&b).is_none_or(|s| s < 30) {
+    // killed at the first checkpoint after step 8 (14, 21 or 28: never a multiple of log_every = 5,
+    // so the resumed run must restore the metrics accumulated since the last line)
+    while last_step(&b).is_none_or(|s| s < 8) {
         assert!(t0.elapsed().as_secs() < 120, "no checkpoint appeared");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let killed_at = last_step(&b).unwrap();
+    assert!(
+        !killed_at.is_multiple_of(5),
+        "killed at step {killed_at}, a multiple of log_every: retry"
+    );
     assert!(
         killed_at < total,
         "the run finished before it could be killed ({killed_at} of {total} steps)"
@@ -674,7 +680,17 @@ fn every_kind_trains_and_its_checkpoint_serves_kernel_transfer_and_robustness() 
         let cfg = write(
             dir.path(),
             &format!("{kind}.toml"),
-            &RUN_CFG.replace("[model]\n", &format!("[model]\nkind = \"{kind}\"\n")),
+            &RUN_CFG
+                .replace("[model]\n", &format!("[model]\nkind = \"{kind}\"\n"))
+                // SGConv has no state: a d_state set for it is refused
+                .replace(
+                    "d_state = 16\n",
+                    if kind == "sgconv" {
+                        ""
+                    } else {
+                        "d_state = 16\n"
+                    },
+                ),
         );
         let out = dir.path().join(kind);
         let o = run(&[
@@ -843,6 +859,46 @@ fn data_generators_and_lra_run_end_to_end() {
         "{s}"
     );
     assert!(out.join("best.safetensors").exists());
+    // the run records its data directory as an absolute path …
+    let stored = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    let abs = std::path::absolute(&lo).unwrap();
+    assert!(
+        stored.contains(&format!("data_dir = \"{}\"", abs.display())),
+        "{stored}"
+    );
+    // … so eval of the run works from another directory without --data
+    let elsewhere = tmpdir();
+    let o = bin()
+        .args(["eval", "--checkpoint", out.to_str().unwrap()])
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("listops test:"), "{}", stdout(&o));
+    // kernel and transfer of a checkpoint take L from the run and never read the dataset
+    let moved = dir.path().join("listops-moved");
+    std::fs::rename(&lo, &moved).unwrap();
+    let k =
+        floats(&ok_json(&["kernel", "--checkpoint", out.to_str().unwrap(), "--json"])["kernel"]);
+    assert_eq!(k.len(), 40);
+    let t = ok_json(&["transfer", "--checkpoint", out.to_str().unwrap(), "--json"]);
+    assert_eq!(floats(&t["magnitude"]).len(), 41);
+    // eval needs the data: the recorded directory is gone, --data names the new one
+    let o = run(&["eval", "--checkpoint", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("basic_test.tsv") || stderr(&o).contains(&abs.display().to_string()),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&[
+        "eval",
+        "--checkpoint",
+        out.to_str().unwrap(),
+        "--data",
+        moved.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
     // unknown pairs are named
     let o = run(&["lra", "--task", "listops", "--model", "mamba"]);
     assert_eq!(o.status.code(), Some(2));
@@ -1044,4 +1100,241 @@ fn generate_continues_a_prompt_as_the_convolution_mode_predicts() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn sigint_saves_the_step_and_the_resumed_run_matches_an_uninterrupted_one() {
+    let dir = tmpdir();
+    let cfg = write(dir.path(), "run.toml", RUN_CFG);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let cfg_s = cfg.to_str().unwrap();
+    // stderr is a pipe, not a terminal: plain progress lines, no bar
+    let o = run(&[
+        "train",
+        "--config",
+        cfg_s,
+        "--out",
+        a.to_str().unwrap(),
+        "--set",
+        "train.epochs=2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    let total = last_step(&a).unwrap();
+    let step_lines = e.lines().filter(|l| l.starts_with("step ")).count();
+    let val_lines = e.lines().filter(|l| l.contains("): val loss")).count();
+    assert_eq!(step_lines, total / 5, "{e}");
+    assert_eq!(val_lines, 2, "{e}");
+    assert!(
+        e.contains(&format!("step 5/{total} · epoch 1 · loss ")),
+        "{e}"
+    );
+    // the same run, interrupted once it has written metrics lines
+    let child = bin()
+        .args([
+            "train",
+            "--config",
+            cfg_s,
+            "--out",
+            b.to_str().unwrap(),
+            "--quiet",
+            "--set",
+            "train.epochs=2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(b.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(t0.elapsed().as_secs() < 120, "no metrics appeared");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let o = child.wait_with_output().unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(130), "{e}");
+    let at = last_step(&b).unwrap();
+    assert!(
+        at < total,
+        "the run finished before the signal ({at} of {total})"
+    );
+    assert!(
+        e.contains(&format!(
+            "stopped at step {at} of {total}; resume with: statespace train --resume {}",
+            b.display()
+        )),
+        "{e}"
+    );
+    let o = run(&["train", "--resume", b.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(metrics_without_timing(&a), metrics_without_timing(&b));
+    for f in ["best.safetensors", "last.safetensors"] {
+        assert!(
+            std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(),
+            "{f} differs"
+        );
+    }
+    // a finished run resumed is a no-op with a message
+    let before = std::fs::read(b.join("metrics.jsonl")).unwrap();
+    let o = run(&["train", "--resume", b.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nothing to do"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(b.join("metrics.jsonl")).unwrap(), before);
+    // two signals in a row: the second exits at once, and what is on disk still loads
+    let c = dir.path().join("c");
+    let mut child = bin()
+        .args([
+            "train",
+            "--config",
+            cfg_s,
+            "--out",
+            c.to_str().unwrap(),
+            "--quiet",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while last_step(&c).is_none() {
+        assert!(t0.elapsed().as_secs() < 240, "no checkpoint appeared");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for _ in 0..2 {
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    statespace_core::engine::checkpoint::load::<f32>(&c.join("last.safetensors")).unwrap();
+    let o = run(&[
+        "train",
+        "--resume",
+        c.to_str().unwrap(),
+        "--quiet",
+        "--set",
+        "train.max_steps=1",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a resume with another config is refused"
+    );
+    assert!(stderr(&o).contains("train.max_steps"), "{}", stderr(&o));
+}
+
+#[test]
+fn non_finite_outputs_and_arguments_are_errors_not_silent() {
+    use std::io::Write;
+    let dir = tmpdir();
+    let cfg = write(
+        dir.path(),
+        "adding.toml",
+        "[task]\nname = \"adding\"\nseq_len = 20\ntrain_size = 64\nval_size = 16\ntest_size = 16\n\
+         [model]\nd_model = 8\nn_layers = 2\nd_state = 8\npool = \"mean\"\n\
+         [train]\nepochs = 1\nbatch_size = 16\nthreads = 1\n",
+    );
+    let run_dir = dir.path().join("run");
+    let o = run(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // stream: an input that overflows the model is an error naming the line
+    let mut child = bin()
+        .args(["stream", "--checkpoint", run_dir.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"0.5 1\n3e38 3e38\n0.1 0\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("stdin line 2"), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 1);
+    // eval: a checkpoint whose weights overflow the forward pass
+    let best = run_dir.join("best.safetensors");
+    let loaded = statespace_core::engine::checkpoint::load::<f32>(&best).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = loaded
+        .tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape.clone(), t.data.clone()))
+        .collect();
+    for (name, _, data) in tensors.iter_mut() {
+        if name.contains("encoder") {
+            data.iter_mut().for_each(|x| *x = 3e38);
+        }
+    }
+    let refs: Vec<(String, Vec<usize>, &[f32])> = tensors
+        .iter()
+        .map(|(n, s, d)| (n.clone(), s.clone(), d.as_slice()))
+        .collect();
+    let huge = dir.path().join("huge.safetensors");
+    statespace_core::engine::checkpoint::save(&huge, &refs, loaded.meta.clone()).unwrap();
+    let o = run(&["eval", "--checkpoint", huge.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("test loss is") && stderr(&o).contains("examples 0..16"),
+        "{}",
+        stderr(&o)
+    );
+    // robustness and generate arguments
+    for (args, needle) in [
+        (
+            vec![
+                "robustness",
+                "--checkpoint",
+                run_dir.to_str().unwrap(),
+                "--amplitude",
+                "nan",
+            ],
+            "--amplitude",
+        ),
+        (
+            vec![
+                "robustness",
+                "--checkpoint",
+                run_dir.to_str().unwrap(),
+                "--freq",
+                "inf",
+            ],
+            "--freq",
+        ),
+        (
+            vec![
+                "generate",
+                "--checkpoint",
+                run_dir.to_str().unwrap(),
+                "--prompt",
+                "1",
+                "--steps",
+                "100000000000",
+            ],
+            "--steps",
+        ),
+        (
+            vec!["kernel", "--model", "s4d", "--length", "100000000000"],
+            "--length",
+        ),
+        (vec!["kernel", "--model", "s4d"], "--length"),
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+    }
 }

@@ -31,6 +31,15 @@ pub enum Split {
 }
 
 impl Split {
+    /// `train`, `validation` or `test`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "validation",
+            Split::Test => "test",
+        }
+    }
+
     fn salt(self) -> u64 {
         match self {
             Split::Train => 0x7472_6169_6e00_0001,

@@ -3,7 +3,7 @@
 
 use crate::tasks::TaskConfig;
 use serde::{Deserialize, Serialize};
-use statespace_core::engine::optim::{GroupConfig, OptimConfig};
+use statespace_core::engine::optim::{GroupConfig, OptimConfig, Setting};
 use statespace_core::model::ModelConfig;
 
 fn epochs() -> usize {
@@ -48,6 +48,17 @@ fn eps() -> f64 {
 
 fn eval_batch() -> usize {
     200
+}
+
+/// What a training step does with a non-finite loss or gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NonFinite {
+    /// Stop the run with an error naming the step (the default).
+    #[default]
+    Error,
+    /// Skip the step (no update) and count it in the metrics (`skipped`).
+    Skip,
 }
 
 /// The `[train]` section.
@@ -116,6 +127,9 @@ pub struct TrainConfig {
     /// Adam ε.
     #[serde(default = "eps")]
     pub eps: f64,
+    /// A non-finite loss or gradient: "error" (stop, naming the step) or "skip" (skip the step).
+    #[serde(default)]
+    pub nonfinite: NonFinite,
 }
 
 /// A whole run configuration (`config.toml`).
@@ -146,66 +160,38 @@ impl RunConfig {
         Ok(cfg)
     }
 
-    /// Checks the values (the message names the field).
+    /// Checks every value (the message names the field): sizes and counts in range, every optimizer
+    /// setting finite and in range, the model's values, and no field set that the model's kind does
+    /// not read (`ModelConfig::validate`, `ModelConfig::check_fields_of_other_kinds`).
     pub fn validate(&self) -> Result<(), String> {
+        self.task.validate()?;
         self.model.validate()?;
-        let t = &self.train;
-        if t.batch_size == 0 {
-            return Err("train.batch_size: must be at least 1".into());
-        }
-        if t.epochs == 0 {
-            return Err("train.epochs: must be at least 1".into());
-        }
-        if !(t.lr > 0.0 && t.lr.is_finite()) {
-            return Err(format!("train.lr: must be positive, got {}", t.lr));
-        }
-        if t.weight_decay < 0.0 {
-            return Err(format!(
-                "train.weight_decay: must be ≥ 0, got {}",
-                t.weight_decay
-            ));
-        }
-        if !(0.0..=1.0).contains(&t.min_lr_ratio) {
-            return Err(format!(
-                "train.min_lr_ratio: must lie in [0, 1], got {}",
-                t.min_lr_ratio
-            ));
-        }
-        if t.checkpoint_every == 0 || t.log_every == 0 || t.eval_batch_size == 0 {
-            return Err(
-                "train.checkpoint_every, log_every and eval_batch_size must be at least 1".into(),
-            );
-        }
-        Ok(())
+        self.model.check_fields_of_other_kinds()?;
+        self.train.validate()
     }
 
-    /// Applies `section.key=value` overrides (the value parsed as TOML, or as a string).
+    /// Applies `section.key=value` overrides (the value parsed as TOML, or as a string); an error
+    /// names the `--set` flag it comes from.
     pub fn with_overrides(&self, sets: &[String]) -> Result<Self, String> {
-        let mut doc: toml::Value = toml::Value::try_from(self).map_err(|e| e.to_string())?;
+        let base: toml::Value = toml::Value::try_from(self).map_err(|e| e.to_string())?;
+        let mut doc = base.clone();
         for s in sets {
-            let (path, raw) = s
-                .split_once('=')
-                .ok_or_else(|| format!("--set {s}: expected section.key=value"))?;
-            let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-                .map(|t| t["v"].clone())
-                .unwrap_or_else(|_| toml::Value::String(raw.to_string()));
-            let mut cur = &mut doc;
-            let parts: Vec<&str> = path.trim().split('.').collect();
-            for (i, p) in parts.iter().enumerate() {
-                let table = cur
-                    .as_table_mut()
-                    .ok_or_else(|| format!("--set {s}: {p} is not a section"))?;
-                if i + 1 == parts.len() {
-                    table.insert(p.to_string(), value.clone());
-                    break;
-                }
-                cur = table
-                    .entry(p.to_string())
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            apply_set(&mut doc, s)?;
+            // a value of the wrong type or an unknown key, on its own
+            let mut alone = base.clone();
+            apply_set(&mut alone, s)?;
+            if let Err(e) = alone.try_into::<RunConfig>() {
+                return Err(format!("--set {s}: {}", e.message().trim()));
             }
         }
-        let text = toml::to_string(&doc).map_err(|e| e.to_string())?;
-        RunConfig::from_toml(&text).map_err(|e| format!("after --set: {e}"))
+        let cfg: RunConfig = doc
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("after --set: {}", e.message().trim()))?;
+        cfg.validate().map_err(|e| {
+            let flags: Vec<String> = sets.iter().map(|s| format!("--set {s}")).collect();
+            format!("{e} (after {})", flags.join(" "))
+        })?;
+        Ok(cfg)
     }
 
     /// The optimizer settings.
@@ -221,6 +207,115 @@ impl RunConfig {
             beta2: t.beta2,
             eps: t.eps,
         }
+    }
+}
+
+fn apply_set(doc: &mut toml::Value, s: &str) -> Result<(), String> {
+    let (path, raw) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--set {s}: expected section.key=value"))?;
+    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .map(|t| t["v"].clone())
+        .unwrap_or_else(|_| toml::Value::String(raw.to_string()));
+    let mut cur = doc;
+    let parts: Vec<&str> = path.trim().split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(format!("--set {s}: expected section.key=value"));
+    }
+    for (i, p) in parts.iter().enumerate() {
+        let table = cur
+            .as_table_mut()
+            .ok_or_else(|| format!("--set {s}: {p} is not a section"))?;
+        if i + 1 == parts.len() {
+            table.insert(p.to_string(), value.clone());
+            break;
+        }
+        cur = table
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+    Ok(())
+}
+
+/// The most worker threads a run may ask for: this many per core (more only adds contention; far
+/// more exhausts the machine).
+pub const MAX_THREADS_PER_CORE: usize = 4;
+
+impl TrainConfig {
+    /// Checks the values (the message names the field).
+    pub fn validate(&self) -> Result<(), String> {
+        let t = self;
+        let bad = |f: &str, why: String| Err(format!("train.{f}: {why}"));
+        for (f, v, min, max) in [
+            ("batch_size", t.batch_size, 1, 1 << 20),
+            ("eval_batch_size", t.eval_batch_size, 1, 1 << 20),
+            ("epochs", t.epochs, 1, 1_000_000),
+            ("checkpoint_every", t.checkpoint_every, 1, usize::MAX),
+            ("log_every", t.log_every, 1, usize::MAX),
+            ("warmup_steps", t.warmup_steps, 0, 1 << 40),
+            ("length_buckets", t.length_buckets, 0, 1 << 20),
+        ] {
+            if v < min || v > max {
+                return bad(
+                    f,
+                    if max == usize::MAX {
+                        format!("must be at least {min}, got {v}")
+                    } else {
+                        format!("must lie in {min} ..= {max}, got {v}")
+                    },
+                );
+            }
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if t.threads > MAX_THREADS_PER_CORE * cores {
+            return bad(
+                "threads",
+                format!(
+                    "{} threads on {cores} cores (at most {}; 0 = one per core)",
+                    t.threads,
+                    MAX_THREADS_PER_CORE * cores
+                ),
+            );
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return bad("lr", format!("must be positive and finite, got {}", t.lr));
+        }
+        let finite_nonneg = |f: &str, v: f64| {
+            if v >= 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                bad(f, format!("must be finite and ≥ 0, got {v}"))
+            }
+        };
+        finite_nonneg("weight_decay", t.weight_decay)?;
+        finite_nonneg("grad_clip", t.grad_clip)?;
+        if !(0.0..=1.0).contains(&t.min_lr_ratio) {
+            return bad(
+                "min_lr_ratio",
+                format!("must lie in [0, 1], got {}", t.min_lr_ratio),
+            );
+        }
+        for (f, v) in [("beta1", t.beta1), ("beta2", t.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return bad(f, format!("must lie in [0, 1), got {v}"));
+            }
+        }
+        if !(t.eps > 0.0 && t.eps.is_finite()) {
+            return bad("eps", format!("must be positive and finite, got {}", t.eps));
+        }
+        for (g, c) in [("ssm_a", t.ssm_a), ("ssm_b", t.ssm_b), ("ssm_dt", t.ssm_dt)] {
+            for (k, v) in [("lr", c.lr), ("weight_decay", c.weight_decay)] {
+                if let Setting::Value(x) = v
+                    && !(x >= 0.0 && x.is_finite())
+                {
+                    return bad(
+                        &format!("{g}.{k}"),
+                        format!("must be finite and ≥ 0 (or \"global\"), got {x}"),
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -41,6 +41,12 @@ pub fn evaluate(
     batch_size: usize,
 ) -> Result<Score, String> {
     let size = task.size(split);
+    if size == 0 {
+        return Err(format!(
+            "the {} split is empty: there is nothing to score",
+            split.name()
+        ));
+    }
     let mut batch = Batch::default();
     let mut dout = Vec::new();
     let (mut loss, mut correct, mut counted, mut weight) = (0.0, 0usize, 0usize, 0usize);
@@ -51,6 +57,13 @@ pub fn evaluate(
             .map_err(|e| e.to_string())?;
         batch.trim(&task.spec(), TRIM_MULTIPLE);
         let (l, c, n) = batch_loss(model, task, &batch, idx.len(), false, 0, &mut dout);
+        if !l.is_finite() {
+            return Err(format!(
+                "the {} loss is {l} on examples {start}..{} (the model's outputs are not finite)",
+                split.name(),
+                start + idx.len()
+            ));
+        }
         let w = if classify { n } else { idx.len() };
         loss += l * w as f64;
         weight += w;

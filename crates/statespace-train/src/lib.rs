@@ -15,12 +15,13 @@ pub mod run;
 pub mod run_dir;
 pub mod tasks;
 
-pub use config::{RunConfig, TrainConfig, init_threads};
+pub use config::{NonFinite, RunConfig, TrainConfig, init_threads};
 pub use eval::{TRIM_MULTIPLE, batch_loss, evaluate};
 pub use metrics::Score;
-pub use run::{Summary, run};
+pub use run::{Outcome, Progress, RunOptions, Summary, run, run_with};
 pub use run_dir::{
-    LoadedRun, RunLock, config_of, eval_checkpoint, load_model, load_weights, robustness,
+    LoadedRun, RunLock, config_diff, config_of, eval_checkpoint, load_model, load_model_only,
+    load_weights, robustness, write_metrics_csv,
 };
 pub use tasks::{TaskConfig, TaskName, build_task, io_shape};
 

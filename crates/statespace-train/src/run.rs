@@ -1,15 +1,16 @@
 //! The training loop: data order (a function of seed and epoch), steps, validation, checkpoints,
-//! metrics lines, the progress bar, exact resume.
+//! metrics lines, progress (a bar on a terminal, plain lines otherwise), a stop request (Ctrl-C)
+//! that saves, exact resume.
 
-use crate::config::RunConfig;
-use crate::config::init_threads;
+use crate::config::{NonFinite, RunConfig, init_threads};
 use crate::eval::{TRIM_MULTIPLE, batch_loss, evaluate};
 use crate::metrics::Score;
 use crate::run_dir::{
-    RunLock, State, config_of, load_weights, save_best, save_last, truncate_metrics,
+    RunLock, State, config_diff, config_of, finished_test_line, load_weights, save_best, save_last,
+    truncate_metrics, write_metrics_csv,
 };
 use crate::tasks::{build_task, io_shape};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -21,21 +22,69 @@ use statespace_core::model::Model;
 use statespace_data::{Batch, SeqTask, Split, TargetSpec};
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-/// What a finished run reports.
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Trained to its last step and scored on the test split.
+    Finished,
+    /// `--resume` of a run that had already finished: nothing was done.
+    AlreadyFinished,
+    /// Stopped on request (Ctrl-C, SIGTERM) after a step; `last` holds that step.
+    Stopped,
+}
+
+/// What a run reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
-    /// Steps done.
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Steps done (in all, not only in this invocation).
     pub steps: usize,
-    /// Best validation score.
+    /// The run's last step.
+    pub total_steps: usize,
+    /// Best validation score (so far).
     pub best_val: Score,
-    /// Test score of the best checkpoint.
-    pub test: Score,
+    /// Test score of the best checkpoint (`None` for a stopped run).
+    pub test: Option<Score>,
     /// Wall time of this invocation (seconds).
     pub seconds: f64,
     /// Training throughput of this invocation (sequence positions per second).
     pub tokens_per_s: f64,
+    /// Steps skipped for a non-finite loss or gradient (`train.nonfinite = "skip"`), this invocation.
+    pub skipped: usize,
+}
+
+/// How a run shows its progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// A progress bar on stderr (for a terminal).
+    Bar,
+    /// One plain line on stderr per `log_every` steps and per validation (for logs and pipes).
+    Lines,
+    /// Nothing.
+    Silent,
+}
+
+/// Options of [`run_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions<'a> {
+    /// Continue the run from its `last.safetensors`.
+    pub resume: bool,
+    /// The dataset directory (overrides `task.data_dir`; recorded in the run as an absolute path).
+    pub data: Option<&'a Path>,
+    /// Progress display.
+    pub progress: Progress,
+    /// Checked after every step: once true, the run writes `last` and returns
+    /// [`Outcome::Stopped`] (a signal handler sets it).
+    pub stop: Option<&'a AtomicBool>,
+    /// Fault injection for tests of the non-finite policy: at these (0-based) steps the gradient
+    /// is made NaN after the backward pass.
+    #[doc(hidden)]
+    pub fault_steps: &'a [usize],
 }
 
 fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
@@ -78,7 +127,27 @@ fn bucketed_order(
     out
 }
 
-/// Trains (or resumes) the run in `dir`. `quiet` hides the progress bar.
+/// Seconds left when `done` of the steps of this invocation took `elapsed` seconds and `remaining`
+/// steps are left (`None` before the first step). Only this invocation's steps count, so a resumed
+/// run's estimate is not inflated by the steps it loaded.
+pub fn eta_seconds(done: usize, elapsed: f64, remaining: usize) -> Option<f64> {
+    (done > 0).then(|| elapsed / done as f64 * remaining as f64)
+}
+
+/// `1h02m03s`, `4m05s`, `7s`.
+pub fn format_duration(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    let (h, m, sec) = (s / 3600, (s / 60) % 60, s % 60);
+    if h > 0 {
+        format!("{h}h{m:02}m{sec:02}s")
+    } else if m > 0 {
+        format!("{m}m{sec:02}s")
+    } else {
+        format!("{sec}s")
+    }
+}
+
+/// Trains (or resumes) the run in `dir`; `quiet` shows nothing, otherwise a progress bar.
 pub fn run(
     cfg: &RunConfig,
     dir: &Path,
@@ -86,28 +155,137 @@ pub fn run(
     data: Option<&Path>,
     quiet: bool,
 ) -> Result<Summary, String> {
+    run_with(
+        cfg,
+        dir,
+        &RunOptions {
+            resume,
+            data,
+            progress: if quiet {
+                Progress::Silent
+            } else {
+                Progress::Bar
+            },
+            stop: None,
+            fault_steps: &[],
+        },
+    )
+}
+
+/// The progress display: a bar or plain lines.
+struct Reporter {
+    bar: ProgressBar,
+    lines: bool,
+}
+
+impl Reporter {
+    fn new(progress: Progress, start: usize, stop: usize) -> Self {
+        let bar = if progress == Progress::Bar {
+            ProgressBar::new((stop - start) as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        // the bar counts this invocation's steps (so its ETA is this invocation's rate) and shows
+        // the run's step
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {step}/{steps} steps · eta {eta} · {msg}",
+            )
+            .expect("valid template")
+            .with_key(
+                "step",
+                move |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{}", s.pos() as usize + start);
+                },
+            )
+            .with_key(
+                "steps",
+                move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{stop}");
+                },
+            )
+            .progress_chars("=> "),
+        );
+        Self {
+            bar,
+            lines: progress == Progress::Lines,
+        }
+    }
+
+    fn println(&self, line: String) {
+        if self.lines {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+}
+
+/// Trains (or resumes) the run in `dir`.
+pub fn run_with(cfg: &RunConfig, dir: &Path, opts: &RunOptions) -> Result<Summary, String> {
+    cfg.validate()?;
     init_threads(cfg.train.threads);
     let t0 = Instant::now();
-    let task = build_task(&cfg.task, data, cfg.train.seed)?;
+    // the run records where its data lies, as an absolute path
+    let mut cfg = cfg.clone();
+    if let Some(d) = opts
+        .data
+        .map(Path::to_path_buf)
+        .or(cfg.task.data_dir.clone())
+    {
+        cfg.task.data_dir =
+            Some(std::path::absolute(&d).map_err(|e| format!("{}: {e}", d.display()))?);
+    }
+    let cfg = &cfg;
+    let task = build_task(&cfg.task, None, cfg.train.seed)?;
+    for split in [Split::Train, Split::Val, Split::Test] {
+        if task.size(split) == 0 {
+            return Err(format!(
+                "the {} split of {:?} is empty: {}",
+                split.name(),
+                cfg.task.name,
+                match split {
+                    Split::Train => "check the data directory or task.train_size",
+                    Split::Val => "set task.val_size to at least 1",
+                    Split::Test => "check the data directory or task.test_size",
+                }
+            ));
+        }
+    }
     let io = io_shape(task.as_ref());
     let mut rng = StdRng::seed_from_u64(cfg.train.seed);
     let mut model = Model::<f32>::new(&cfg.model.resolved(task.spec().len), io, &mut rng)?;
     let mut opt = AdamW::new(&model.store);
     let mut st = State {
-        step: 0,
-        best_val: None,
+        seq_len: task.spec().len,
+        ..State::default()
     };
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("{}: cannot create the run directory: {e}", dir.display()))?;
     // one writer at a time: held until this function returns
     let _lock = RunLock::acquire(dir)?;
     let last = dir.join("last.safetensors");
-    if resume {
+    let metrics_path = dir.join("metrics.jsonl");
+    let tc = &cfg.train;
+    let n_train = task.size(Split::Train);
+    let spe = n_train / tc.batch_size;
+    if spe == 0 {
+        return Err(format!(
+            "train.batch_size = {} exceeds the {n_train} training examples",
+            tc.batch_size
+        ));
+    }
+    let total = spe
+        .checked_mul(tc.epochs)
+        .ok_or_else(|| format!("train.epochs = {}: too many steps", tc.epochs))?;
+    let stop = tc.max_steps.map_or(total, |m| m.min(total));
+    if opts.resume {
         let loaded = checkpoint::load::<f32>(&last)?;
         let (stored, _) = config_of(&last, &loaded)?;
-        if stored != *cfg {
+        if let Some(diff) = config_diff(&stored, cfg) {
             return Err(format!(
-                "{}: the run was started with a different config; resume with the run's own config.toml",
+                "{}: the run was started with a different config ({diff}); resume with the \
+                 run's own config.toml",
                 last.display()
             ));
         }
@@ -128,32 +306,26 @@ pub fn run(
                 slot.clone_from(&t.data);
             }
         }
-        let num = |k: &str| -> Result<u64, String> {
-            loaded
-                .meta
-                .get(k)
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| {
-                    format!(
-                        "{}: metadata \"{k}\" missing or not a number",
-                        last.display()
-                    )
-                })
+        st = State {
+            seq_len: st.seq_len,
+            ..State::from_meta(&last, &loaded.meta)?
         };
-        st.step = num("step")? as usize;
-        opt.t = num("optim_t")?;
-        st.best_val = loaded
-            .meta
-            .get("best_val")
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                let v: serde_json::Value = serde_json::from_str(s).unwrap_or_default();
-                Score {
-                    loss: v["loss"].as_f64().unwrap_or(f64::NAN),
-                    acc: v["acc"].as_f64(),
-                }
+        opt.t = st.optim_t;
+        truncate_metrics(&metrics_path, st.step)?;
+        if st.step >= stop
+            && let Some(test) = finished_test_line(&metrics_path, st.step)?
+        {
+            return Ok(Summary {
+                outcome: Outcome::AlreadyFinished,
+                steps: st.step,
+                total_steps: stop,
+                best_val: st.best_val.unwrap_or_default(),
+                test: Some(test),
+                seconds: t0.elapsed().as_secs_f64(),
+                tokens_per_s: 0.0,
+                skipped: 0,
             });
-        truncate_metrics(&dir.join("metrics.jsonl"), st.step)?;
+        }
     } else if last.exists() {
         return Err(format!(
             "{} already holds a run: use --resume {} or another --out",
@@ -161,54 +333,32 @@ pub fn run(
             dir.display()
         ));
     } else {
-        let _ = std::fs::remove_file(dir.join("metrics.jsonl"));
+        let _ = std::fs::remove_file(&metrics_path);
     }
     let toml_text = toml::to_string(cfg).map_err(|e| e.to_string())?;
     checkpoint::write_atomic(&dir.join("config.toml"), toml_text.as_bytes())?;
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join("metrics.jsonl"))
-        .map_err(|e| format!("{}: {e}", dir.join("metrics.jsonl").display()))?;
+        .open(&metrics_path)
+        .map_err(|e| format!("{}: {e}", metrics_path.display()))?;
     let mut log = |v: serde_json::Value| -> Result<(), String> {
         writeln!(metrics, "{v}")
             .and_then(|_| metrics.flush())
-            .map_err(|e| format!("metrics.jsonl: {e}"))
+            .map_err(|e| format!("{}: {e}", metrics_path.display()))
     };
 
-    let tc = &cfg.train;
-    let n_train = task.size(Split::Train);
-    let spe = n_train / tc.batch_size;
-    if spe == 0 {
-        return Err(format!(
-            "train.batch_size = {} exceeds the {n_train} training examples",
-            tc.batch_size
-        ));
-    }
-    let total = spe * tc.epochs;
-    let stop = tc.max_steps.map_or(total, |m| m.min(total));
     let optim_cfg = cfg.optim();
-    let pb = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(stop as u64)
-    };
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} steps · eta {eta} · {msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    pb.set_position(st.step as u64);
+    let start_step = st.step;
+    let rep = Reporter::new(opts.progress, start_step.min(stop), stop);
+    let classify = !matches!(task.spec().target, TargetSpec::Regression { .. });
     let mut batch = Batch::default();
     let mut dout = Vec::new();
     let mut order: Option<(usize, Vec<usize>)> = None;
-    let (mut run_loss, mut run_correct, mut run_count, mut run_steps) =
-        (0.0, 0usize, 0usize, 0usize);
     let t_train = Instant::now();
     // sequence positions computed (after cutting each batch to its longest sequence)
     let mut positions = 0usize;
+    let mut skipped = 0usize;
     while st.step < stop {
         let epoch = st.step / spe;
         let i = st.step % spe;
@@ -242,41 +392,70 @@ pub fn run(
             seed,
             &mut dout,
         );
-        if !loss.is_finite() {
-            return Err(format!(
-                "the loss became {loss} at step {}: lower train.lr or set train.grad_clip",
-                st.step
-            ));
-        }
-        model.backward(&dout);
-        optim::clip_grad_norm(&mut model.store, tc.grad_clip);
+        // a non-finite loss or gradient never reaches the weights
+        let bad = if !loss.is_finite() {
+            Some(format!("the loss is {loss}"))
+        } else {
+            model.backward(&dout);
+            if opts.fault_steps.contains(&st.step) {
+                model.store.params[0].grad[0] = f32::NAN;
+            }
+            let norm = optim::clip_grad_norm(&mut model.store, tc.grad_clip);
+            (!norm.is_finite()).then(|| format!("the gradient norm is {norm}"))
+        };
         let scale = optim::schedule(st.step, tc.warmup_steps, total, tc.min_lr_ratio);
-        opt.step(&mut model.store, &optim_cfg, scale);
+        match bad {
+            Some(what) if tc.nonfinite == NonFinite::Error => {
+                return Err(format!(
+                    "step {} (epoch {}): {what}; lower train.lr, set train.grad_clip, or set \
+                     train.nonfinite = \"skip\" to skip such steps (last.safetensors holds step {})",
+                    st.step + 1,
+                    epoch + 1,
+                    st.last_saved
+                ));
+            }
+            Some(_) => {
+                st.window.skipped += 1;
+                skipped += 1;
+            }
+            None => {
+                opt.step(&mut model.store, &optim_cfg, scale);
+                st.window.add(loss, correct, counted);
+            }
+        }
         st.step += 1;
-        run_loss += loss;
-        run_correct += correct;
-        run_count += counted;
-        run_steps += 1;
         let elapsed = t_train.elapsed().as_secs_f64();
         let tps = positions as f64 / elapsed.max(1e-9);
         if st.step.is_multiple_of(tc.log_every) || st.step == stop {
-            let acc = (run_count > 0
-                && !matches!(task.spec().target, TargetSpec::Regression { .. }))
-            .then(|| run_correct as f64 / run_count as f64);
-            let l = run_loss / run_steps as f64;
-            pb.set_message(format!(
-                "epoch {} · loss {l:.4}{} · {:.0} tok/s",
+            let w = std::mem::take(&mut st.window);
+            let acc = (classify && w.count > 0).then(|| w.correct as f64 / w.count as f64);
+            let l = (w.steps > 0).then(|| w.loss / w.steps as f64);
+            let eta = eta_seconds(st.step - start_step, elapsed, stop - st.step)
+                .map(format_duration)
+                .unwrap_or_default();
+            let shown = format!(
+                "epoch {} · loss {}{}{} · {:.0} tok/s",
                 epoch + 1,
+                l.map_or("-".into(), |l| format!("{l:.4}")),
                 acc.map(|a| format!(" · acc {:.2}%", 100.0 * a))
                     .unwrap_or_default(),
+                if w.skipped > 0 {
+                    format!(" · {} skipped", w.skipped)
+                } else {
+                    String::new()
+                },
                 tps
-            ));
+            );
+            if rep.lines {
+                eprintln!("step {}/{stop} · {shown} · eta {eta}", st.step);
+            }
+            rep.bar.set_message(shown);
             log(
-                serde_json::json!({"step": st.step, "epoch": epoch, "lr": tc.lr * scale, "loss": l, "acc": acc, "tokens_per_s": tps}),
+                serde_json::json!({"step": st.step, "epoch": epoch, "lr": tc.lr * scale,
+                "loss": l, "acc": acc, "skipped": w.skipped, "tokens_per_s": tps}),
             )?;
-            (run_loss, run_correct, run_count, run_steps) = (0.0, 0, 0, 0);
         }
-        pb.set_position(st.step as u64);
+        rep.bar.set_position((st.step - start_step) as u64);
         let epoch_end = st.step.is_multiple_of(spe) || st.step == stop;
         if epoch_end {
             let val = evaluate(&mut model, task.as_ref(), Split::Val, tc.eval_batch_size)?;
@@ -288,7 +467,8 @@ pub fn run(
             log(
                 serde_json::json!({"step": st.step, "epoch": epoch, "val_loss": val.loss, "val_acc": val.acc, "best": better}),
             )?;
-            pb.println(format!(
+            write_metrics_csv(dir)?;
+            rep.println(format!(
                 "epoch {} (step {}): val loss {:.4}{}{}",
                 epoch + 1,
                 st.step,
@@ -299,11 +479,28 @@ pub fn run(
                 if better { " (best)" } else { "" }
             ));
         }
-        if epoch_end || st.step.is_multiple_of(tc.checkpoint_every) {
+        let stopping = opts.stop.is_some_and(|s| s.load(Ordering::SeqCst)) && st.step < stop;
+        if epoch_end || st.step.is_multiple_of(tc.checkpoint_every) || stopping {
+            st.optim_t = opt.t;
             save_last(dir, cfg, &model, &opt, &st)?;
+            st.last_saved = st.step;
+        }
+        if stopping {
+            rep.bar.finish_and_clear();
+            write_metrics_csv(dir)?;
+            return Ok(Summary {
+                outcome: Outcome::Stopped,
+                steps: st.step,
+                total_steps: stop,
+                best_val: st.best_val.unwrap_or_default(),
+                test: None,
+                seconds: t0.elapsed().as_secs_f64(),
+                tokens_per_s: positions as f64 / t_train.elapsed().as_secs_f64().max(1e-9),
+                skipped,
+            });
         }
     }
-    pb.finish_and_clear();
+    rep.bar.finish_and_clear();
     let tokens_per_s = positions as f64 / t_train.elapsed().as_secs_f64().max(1e-9);
     // The test set, once, with the best checkpoint (a run stopped before its first validation,
     // e.g. train.max_steps = 0, is validated now so that there is one).
@@ -317,11 +514,30 @@ pub fn run(
     load_weights(&best_path, &mut model, &loaded)?;
     let test = evaluate(&mut model, task.as_ref(), Split::Test, tc.eval_batch_size)?;
     log(serde_json::json!({"step": st.step, "test_loss": test.loss, "test_acc": test.acc}))?;
+    write_metrics_csv(dir)?;
     Ok(Summary {
+        outcome: Outcome::Finished,
         steps: st.step,
+        total_steps: stop,
         best_val: st.best_val.unwrap_or_default(),
-        test,
+        test: Some(test),
         seconds: t0.elapsed().as_secs_f64(),
         tokens_per_s,
+        skipped,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_eta_counts_only_this_invocations_steps() {
+        // resumed at step 900 of 1000, 10 steps in 2 s: 90 steps left at 0.2 s each
+        assert_eq!(eta_seconds(10, 2.0, 90), Some(18.0));
+        assert_eq!(eta_seconds(0, 0.0, 90), None);
+        assert_eq!(format_duration(3723.0), "1h02m03s");
+        assert_eq!(format_duration(245.0), "4m05s");
+        assert_eq!(format_duration(7.2), "7s");
+    }
 }

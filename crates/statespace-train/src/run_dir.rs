@@ -80,6 +80,8 @@ pub(crate) fn save_last(
             ("step", st.step.to_string()),
             ("optim_t", opt.t.to_string()),
             ("best_val", best),
+            ("log_window", st.window.to_json()),
+            ("seq_len", st.seq_len.to_string()),
         ],
     );
     Ok(checkpoint::save(
@@ -101,6 +103,7 @@ pub(crate) fn save_best(
         model.io,
         &[
             ("step", st.step.to_string()),
+            ("seq_len", st.seq_len.to_string()),
             (
                 "val",
                 serde_json::to_string(&val).expect("score serializes"),
@@ -159,14 +162,27 @@ pub fn config_of(
     let c = loaded.meta.get("config").ok_or_else(|| {
         format!("{name}: metadata has no \"config\" (not a statespace checkpoint?)")
     })?;
-    let cfg: RunConfig =
+    let mut cfg: RunConfig =
         serde_json::from_str(c).map_err(|e| format!("{name}: metadata \"config\": {e}"))?;
+    // fields the kind does not read had no effect (checkpoints from before they were refused)
+    cfg.model = cfg.model.without_unused_fields();
     let io = loaded
         .meta
         .get("io")
         .ok_or_else(|| format!("{name}: metadata has no \"io\""))?;
     let io: IoShape =
         serde_json::from_str(io).map_err(|e| format!("{name}: metadata \"io\": {e}"))?;
+    cfg.validate()
+        .map_err(|e| format!("{name}: the stored config: {e}"))?;
+    for (f, v, max) in [
+        ("d_input", io.d_input, 1usize << 16),
+        ("vocab", io.vocab, 1 << 24),
+        ("d_output", io.d_output, 1 << 24),
+    ] {
+        if v > max {
+            return Err(format!("{name}: metadata \"io\": {f} = {v} exceeds {max}"));
+        }
+    }
     Ok((cfg, io))
 }
 
@@ -188,17 +204,49 @@ pub(crate) fn truncate_metrics(path: &Path, step: usize) -> Result<(), String> {
     Ok(checkpoint::write_atomic(path, keep.as_bytes())?)
 }
 
+/// A trained model and its run config without its dataset (see [`load_model`]), and the run's
+/// sequence length: from the checkpoint's `seq_len` metadata, or (checkpoints written before it
+/// existed) from the task, which then needs its data (`data` overrides the data directory).
+pub fn load_model_only(
+    path: &Path,
+    data: Option<&Path>,
+) -> Result<(RunConfig, Model<f32>, usize), String> {
+    let file = checkpoint_file(path);
+    let loaded = checkpoint::load::<f32>(&file)?;
+    let (cfg, io) = config_of(&file, &loaded)?;
+    let stored = loaded
+        .meta
+        .get("seq_len")
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&l| l > 0);
+    let len = match stored {
+        Some(l) => l,
+        None => {
+            let (_, model, task) = load_model(path, data)?;
+            return Ok((cfg, model, task.spec().len));
+        }
+    };
+    init_threads(cfg.train.threads);
+    let mut model = Model::<f32>::new(&cfg.model.resolved(len), io, &mut StdRng::seed_from_u64(0))?;
+    load_weights(&file, &mut model, &loaded)?;
+    Ok((cfg, model, len))
+}
+
+fn checkpoint_file(path: &Path) -> std::path::PathBuf {
+    if path.is_dir() {
+        path.join("best.safetensors")
+    } else {
+        path.to_path_buf()
+    }
+}
+
 /// A run's config, its trained model and its task.
 pub type LoadedRun = (RunConfig, Model<f32>, Box<dyn SeqTask>);
 
 /// A trained model from a run directory (its best.safetensors) or a checkpoint file, with its run
 /// config and task (`data` overrides the dataset directory).
 pub fn load_model(path: &Path, data: Option<&Path>) -> Result<LoadedRun, String> {
-    let file = if path.is_dir() {
-        path.join("best.safetensors")
-    } else {
-        path.to_path_buf()
-    };
+    let file = checkpoint_file(path);
     let loaded = checkpoint::load::<f32>(&file)?;
     let (cfg, io) = config_of(&file, &loaded)?;
     init_threads(cfg.train.threads);
@@ -218,9 +266,174 @@ pub fn load_model(path: &Path, data: Option<&Path>) -> Result<LoadedRun, String>
     Ok((cfg, model, task))
 }
 
+/// The training metrics accumulated since the last metrics line (kept in `last`, so the first line
+/// after a resume is the uninterrupted run's whatever `checkpoint_every` and `log_every` are).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Window {
+    /// Sum of the step losses.
+    pub(crate) loss: f64,
+    pub(crate) correct: usize,
+    pub(crate) count: usize,
+    /// Steps whose loss is in `loss`.
+    pub(crate) steps: usize,
+    /// Steps skipped for a non-finite loss or gradient.
+    pub(crate) skipped: usize,
+}
+
+impl Window {
+    pub(crate) fn add(&mut self, loss: f64, correct: usize, counted: usize) {
+        self.loss += loss;
+        self.correct += correct;
+        self.count += counted;
+        self.steps += 1;
+    }
+
+    fn to_json(self) -> String {
+        // the loss sum as its bits: a decimal round trip may differ in the last place
+        serde_json::json!({"loss_bits": self.loss.to_bits(), "correct": self.correct,
+            "count": self.count, "steps": self.steps, "skipped": self.skipped})
+        .to_string()
+    }
+
+    fn from_json(path: &Path, text: &str) -> Result<Self, String> {
+        let bad = || format!("{}: metadata \"log_window\" is malformed", path.display());
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|_| bad())?;
+        let n = |k: &str| v[k].as_u64().ok_or_else(bad);
+        Ok(Self {
+            loss: f64::from_bits(n("loss_bits")?),
+            correct: n("correct")? as usize,
+            count: n("count")? as usize,
+            steps: n("steps")? as usize,
+            skipped: n("skipped")? as usize,
+        })
+    }
+}
+
+/// Where a run stands: what `last.safetensors` keeps besides tensors.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct State {
     pub(crate) step: usize,
     pub(crate) best_val: Option<Score>,
+    pub(crate) optim_t: u64,
+    pub(crate) window: Window,
+    /// The step `last.safetensors` holds (this process's knowledge).
+    pub(crate) last_saved: usize,
+    /// The task's sequence length (stored, so that commands reading the run need no dataset).
+    pub(crate) seq_len: usize,
+}
+
+impl State {
+    /// Reads the state from `last`'s metadata (checkpoints written before `log_window` existed
+    /// resume with an empty window).
+    pub(crate) fn from_meta(path: &Path, meta: &HashMap<String, String>) -> Result<Self, String> {
+        let num = |k: &str| -> Result<u64, String> {
+            meta.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| {
+                format!(
+                    "{}: metadata \"{k}\" missing or not a number",
+                    path.display()
+                )
+            })
+        };
+        let step = num("step")? as usize;
+        let best_val = match meta.get("best_val").filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(score_of(s).ok_or_else(|| {
+                format!("{}: metadata \"best_val\" is malformed", path.display())
+            })?),
+        };
+        let window = match meta.get("log_window") {
+            None => Window::default(),
+            Some(t) => Window::from_json(path, t)?,
+        };
+        Ok(Self {
+            step,
+            best_val,
+            optim_t: num("optim_t")?,
+            window,
+            last_saved: step,
+            seq_len: meta
+                .get("seq_len")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        })
+    }
+}
+
+fn score_of(text: &str) -> Option<Score> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let loss = v["loss"].as_f64()?;
+    Some(Score {
+        loss,
+        acc: v["acc"].as_f64(),
+    })
+}
+
+/// The test score of a finished run: its `metrics.jsonl` line with `test_loss` at `step`.
+pub(crate) fn finished_test_line(path: &Path, step: usize) -> Result<Option<Score>, String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(None);
+    };
+    Ok(text.lines().find_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        (v["step"].as_u64()? as usize == step).then_some(())?;
+        Some(Score {
+            loss: v["test_loss"].as_f64()?,
+            acc: v["test_acc"].as_f64(),
+        })
+    }))
+}
+
+/// The fields in which two run configs differ (`section.key: a → b`, at most 5 named), ignoring
+/// `task.data_dir` (where the data lies is not part of what was trained), or `None`.
+pub fn config_diff(stored: &RunConfig, now: &RunConfig) -> Option<String> {
+    fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, x) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, x, out);
+                }
+            }
+            other => out.push((prefix.to_string(), other.to_string())),
+        }
+    }
+    let flat = |c: &RunConfig| {
+        let mut c = c.clone();
+        c.task.data_dir = None;
+        let mut out = Vec::new();
+        flatten(
+            "",
+            &toml::Value::try_from(&c).expect("a config is TOML"),
+            &mut out,
+        );
+        out.into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (a, b) = (flat(stored), flat(now));
+    let none = "(unset)".to_string();
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let diffs: Vec<String> = keys
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            format!(
+                "{k}: the run has {}, this config {}",
+                a.get(k).unwrap_or(&none),
+                b.get(k).unwrap_or(&none)
+            )
+        })
+        .collect();
+    match diffs.len() {
+        0 => None,
+        n if n > 5 => Some(format!("{}; and {} more", diffs[..5].join("; "), n - 5)),
+        _ => Some(diffs.join("; ")),
+    }
 }
 
 /// Evaluates a checkpoint (see [`load_model`]) on the test split.
@@ -307,4 +520,49 @@ impl RunLock {
             }
         }
     }
+}
+
+/// Writes `metrics.csv` beside `metrics.jsonl`: one row per line, the keys as columns (in the
+/// order they first appear), empty cells where a line lacks a key. Written atomically.
+pub fn write_metrics_csv(dir: &Path) -> Result<(), String> {
+    let src = dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&src).map_err(|e| format!("{}: {e}", src.display()))?;
+    let mut columns: Vec<String> = Vec::new();
+    let mut rows = Vec::new();
+    for (no, line) in text.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| format!("{} line {}: {e}", src.display(), no + 1))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| format!("{} line {}: not an object", src.display(), no + 1))?
+            .clone();
+        for k in obj.keys() {
+            if !columns.contains(k) {
+                columns.push(k.clone());
+            }
+        }
+        rows.push(obj);
+    }
+    if let Some(i) = columns.iter().position(|c| c == "step") {
+        let step = columns.remove(i);
+        columns.insert(0, step);
+    }
+    let mut out = columns.join(",");
+    out.push('\n');
+    for r in &rows {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|c| match r.get(c) {
+                None | Some(serde_json::Value::Null) => String::new(),
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(x) => x.to_string(),
+            })
+            .collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    Ok(checkpoint::write_atomic(
+        &dir.join("metrics.csv"),
+        out.as_bytes(),
+    )?)
 }

@@ -104,6 +104,34 @@ pub struct TaskConfig {
     pub normalize: bool,
 }
 
+impl TaskConfig {
+    /// Bounds every size and count (the message names the field); the memory a task needs is
+    /// checked against the machine by `estimate` before anything is generated or read.
+    pub fn validate(&self) -> Result<(), String> {
+        for (f, v, max) in [
+            ("train_size", self.train_size, 1usize << 26),
+            ("val_size", self.val_size, 1 << 26),
+            ("test_size", self.test_size, 1 << 26),
+            ("seq_len", self.seq_len, 1 << 24),
+            ("blanks", self.blanks, 1 << 24),
+            ("noise_pad", self.noise_pad, 1 << 24),
+            ("copy_tokens", self.copy_tokens, 1 << 20),
+            ("alphabet", self.alphabet, 1 << 20),
+            ("pairs", self.pairs, 1 << 20),
+            ("keys", self.keys, 1 << 20),
+            ("values", self.values, 1 << 20),
+            ("resolution", self.resolution, 1 << 12),
+        ] {
+            if let Some(v) = v
+                && v > max
+            {
+                return Err(format!("task.{f}: must be at most {max}, got {v}"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Builds the task of `cfg` (`data` overrides `task.data_dir`).
 pub fn build_task(
     cfg: &TaskConfig,

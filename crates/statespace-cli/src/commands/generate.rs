@@ -26,10 +26,19 @@ pub struct GenerateArgs {
     pub data: Option<PathBuf>,
 }
 
+/// The most tokens one call generates.
+pub const MAX_STEPS: usize = 1 << 24;
+
 pub fn run(args: &GenerateArgs) -> Result<(), Failure> {
     use rand::{Rng, SeedableRng};
     use statespace_core::model::Input;
     let ck = args.checkpoint.display();
+    if args.steps > MAX_STEPS {
+        return Err(Failure::Input(format!(
+            "--steps: at most {MAX_STEPS} tokens per call, got {}",
+            args.steps
+        )));
+    }
     let (_, mut model, _) = statespace_train::load_model(&args.checkpoint, args.data.as_deref())
         .map_err(Failure::Input)?;
     let (vocab, k) = (model.io.vocab, model.io.d_output);
@@ -41,8 +50,8 @@ pub fn run(args: &GenerateArgs) -> Result<(), Failure> {
     if model.cfg.pool != statespace_core::engine::layers::Pool::None || k != vocab {
         return Err(Failure::Input(format!(
             "{ck}: generate needs a next-token model (pool = \"none\", one class per token: \
-             d_output = vocab); this one has pool = {:?}, {k} outputs for {vocab} tokens",
-            model.cfg.pool
+             d_output = vocab); this one has pool = \"{}\", {k} outputs for {vocab} tokens",
+            statespace_core::model::config_name(&model.cfg.pool)
         )));
     }
     if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
@@ -76,8 +85,15 @@ pub fn run(args: &GenerateArgs) -> Result<(), Failure> {
     // logits at the last prompt position: [1, K, L] → column L − 1
     let mut logits: Vec<f32> = (0..k).map(|c| per_pos[c * len + len - 1]).collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
-    let mut out = Vec::with_capacity(args.steps);
-    for _ in 0..args.steps {
+    let mut out = Vec::new();
+    for step in 0..args.steps {
+        if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
+            return Err(Failure::Compute(format!(
+                "generated token {}: logit {i} is {} (the model overflowed)",
+                step + 1,
+                logits[i]
+            )));
+        }
         let tok = if args.temperature == 0.0 {
             logits
                 .iter()

@@ -55,9 +55,9 @@ pub struct KernelArgs {
     /// Seed of C (and of the rand init) for --init / --model.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Kernel length L.
+    /// Kernel length L (with --checkpoint: the run's sequence length unless given).
     #[arg(long)]
-    pub length: usize,
+    pub length: Option<usize>,
     /// zoh (default for diagonal and dense), bilinear (dplr: the only one), dss (diagonal only).
     #[arg(long, value_enum)]
     pub discretization: Option<DiscArg>,
@@ -77,14 +77,29 @@ pub fn disc_of(d: DiscArg) -> Discretization {
     }
 }
 
+/// The longest kernel `--length` asks for (8 bytes a step, several buffers).
+pub const MAX_LENGTH: usize = 1 << 26;
+
 /// The kernel named by the arguments and a title for plots.
 pub fn kernel_of(args: &KernelArgs) -> Result<(Vec<f64>, String), Failure> {
-    if args.length == 0 {
-        return Err(Failure::Input("--length must be at least 1".into()));
-    }
+    let length = match args.length {
+        Some(l) if l == 0 || l > MAX_LENGTH => {
+            return Err(Failure::Input(format!(
+                "--length must lie in 1 ..= {MAX_LENGTH}, got {l}"
+            )));
+        }
+        Some(l) => l,
+        // a checkpoint's run knows its length
+        None if args.checkpoint.is_some() => 0,
+        None => {
+            return Err(Failure::Input(
+                "--length L is required (with --checkpoint it defaults to the run's length)".into(),
+            ));
+        }
+    };
     let requested = args.discretization.map(disc_of);
     if args.checkpoint.is_some() || args.model.is_some() {
-        return engine_kernel(args);
+        return engine_kernel(args, length);
     }
     let (k, title) = if let Some(path) = &args.from {
         let file = path.display().to_string();
@@ -97,7 +112,7 @@ pub fn kernel_of(args: &KernelArgs) -> Result<(Vec<f64>, String), Failure> {
         match ssm_file::read(path)? {
             SsmFile::Diagonal { dt, sys } => {
                 let disc = requested.unwrap_or(Discretization::Zoh);
-                let k = sys.kernel(dt, disc, args.length)?;
+                let k = sys.kernel(dt, disc, length)?;
                 (
                     k,
                     format!(
@@ -110,7 +125,7 @@ pub fn kernel_of(args: &KernelArgs) -> Result<(Vec<f64>, String), Failure> {
                 if requested.is_some_and(|d| d != Discretization::Bilinear) {
                     return Err(bad_disc("dplr"));
                 }
-                let k = sys.kernel(dt, args.length)?;
+                let k = sys.kernel(dt, length)?;
                 (
                     k,
                     format!(
@@ -125,7 +140,7 @@ pub fn kernel_of(args: &KernelArgs) -> Result<(Vec<f64>, String), Failure> {
                 if disc == Discretization::Dss {
                     return Err(bad_disc("dense"));
                 }
-                let k = kernel::dense_kernel(&a, &b, &c, dt, disc, args.length)?;
+                let k = kernel::dense_kernel(&a, &b, &c, dt, disc, length)?;
                 (
                     k,
                     format!("dense SSM (N = {}), dt = {dt}, {disc}", a.nrows()),
@@ -153,7 +168,7 @@ pub fn kernel_of(args: &KernelArgs) -> Result<(Vec<f64>, String), Failure> {
             c,
         };
         let disc = requested.unwrap_or(Discretization::Zoh);
-        let k = sys.kernel(args.dt, disc, args.length)?;
+        let k = sys.kernel(args.dt, disc, length)?;
         (
             k,
             format!(
@@ -167,12 +182,16 @@ pub fn kernel_of(args: &KernelArgs) -> Result<(Vec<f64>, String), Failure> {
 
 /// A kernel from the engine: a freshly initialized one-channel layer of `--model`, or a trained
 /// checkpoint's `--layer`/`--channel`.
-pub fn engine_kernel(args: &KernelArgs) -> Result<(Vec<f64>, String), Failure> {
+/// `length` 0 means the checkpoint run's sequence length.
+pub fn engine_kernel(args: &KernelArgs, length: usize) -> Result<(Vec<f64>, String), Failure> {
     use statespace_core::model::{IoShape, ModelConfig};
-    let len = args.length;
+    let mut len = length;
     if let Some(dir) = &args.checkpoint {
-        let (cfg, mut model, _) =
-            statespace_train::load_model(dir, args.data.as_deref()).map_err(Failure::Input)?;
+        let (cfg, mut model, run_len) =
+            statespace_train::load_model_only(dir, args.data.as_deref()).map_err(Failure::Input)?;
+        if len == 0 {
+            len = run_len;
+        }
         let h = cfg.model.d_model;
         if args.channel >= h {
             return Err(Failure::Input(format!(
@@ -190,11 +209,11 @@ pub fn engine_kernel(args: &KernelArgs) -> Result<(Vec<f64>, String), Failure> {
         return Ok((
             row,
             format!(
-                "{}: block {} channel {} ({:?})",
+                "{}: block {} channel {} ({})",
                 dir.display(),
                 args.layer,
                 args.channel,
-                cfg.model.kind
+                cfg.model.kind.name()
             ),
         ));
     }
@@ -206,10 +225,16 @@ pub fn engine_kernel(args: &KernelArgs) -> Result<(Vec<f64>, String), Failure> {
         )));
     }
     let n = args.n.unwrap_or(64);
-    let mut text = format!(
-        "kind = \"{kind}\"\nd_model = 1\nn_layers = 1\nd_state = {n}\ndt_min = {0}\ndt_max = {0}\nl_max = {len}\n",
-        args.dt
-    );
+    let mut text = format!("kind = \"{kind}\"\nd_model = 1\nn_layers = 1\n");
+    if kind == "sgconv" {
+        // SGConv has no state and no step; its span is the kernel length
+        text.push_str(&format!("l_max = {len}\n"));
+    } else {
+        text.push_str(&format!(
+            "d_state = {n}\ndt_min = {0}\ndt_max = {0}\n",
+            args.dt
+        ));
+    }
     if let Some(i) = &args.init {
         text.push_str(&format!("init = \"{i}\"\n"));
     }

@@ -1,9 +1,10 @@
 //! `statespace lra`: one command per Long Range Arena task × model kind with the papers'
 //! hyperparameters (the configs of `configs/lra/`, compiled into the binary).
 
-use super::train::plot_curves;
+use super::Failure;
+use super::train::execute;
 use clap::Args;
-use statespace_train::{self as train, RunConfig};
+use statespace_train::RunConfig;
 use std::path::PathBuf;
 
 /// The tasks, in the papers' table order.
@@ -294,8 +295,8 @@ pub fn config(task: &str, kind: &str) -> Result<&'static str, String> {
         })
 }
 
-pub fn run(a: &LraArgs) -> Result<(), String> {
-    let text = config(&a.task, &a.model)?;
+pub fn run(a: &LraArgs) -> Result<(), Failure> {
+    let text = config(&a.task, &a.model).map_err(Failure::Input)?;
     if a.print_config {
         print!("{text}");
         return Ok(());
@@ -305,12 +306,12 @@ pub fn run(a: &LraArgs) -> Result<(), String> {
         sets.push(format!("train.max_steps={n}"));
     }
     let name = format!("configs/lra/{}-{}.toml", a.task, a.model);
-    let cfg = RunConfig::from_toml(text).map_err(|e| format!("{name}: {e}"))?;
+    let cfg = RunConfig::from_toml(text).map_err(|e| Failure::Input(format!("{name}: {e}")))?;
     let cfg = if sets.is_empty() {
         cfg
     } else {
         cfg.with_overrides(&sets)
-            .map_err(|e| format!("{name}: {e}"))?
+            .map_err(|e| Failure::Input(format!("{name}: {e}")))?
     };
     let dir = a
         .out
@@ -324,9 +325,8 @@ pub fn run(a: &LraArgs) -> Result<(), String> {
         if resuming { ", resuming" } else { "" },
         dir.display()
     );
-    let s = train::run(&cfg, &dir, resuming, a.data.as_deref(), a.quiet)?;
-    let _ = plot_curves(&dir);
-    let acc = s.test.acc.map_or(f64::NAN, |x| 100.0 * x);
+    let s = execute(&cfg, &dir, resuming, a.data.as_deref(), a.quiet)?;
+    let acc = s.test.and_then(|t| t.acc).map_or(f64::NAN, |x| 100.0 * x);
     println!(
         "LRA {} × {}: test accuracy {acc:.2}% after {} steps ({:.0} s, {:.0} tokens/s){}",
         a.task,

@@ -1,5 +1,5 @@
 //! One module per subcommand; `main.rs` only parses and dispatches. Each command returns
-//! [`Failure`]: bad input (exit 2) or a failed computation (exit 1).
+//! [`Failure`]: bad input (exit 2), a failed computation (exit 1) or a stop on request (130).
 
 pub mod bench;
 pub mod data;
@@ -13,12 +13,15 @@ pub mod stream;
 pub mod train;
 pub mod transfer;
 
-/// A failure: bad input (exit 2) or a failed computation (exit 1).
+/// A failure: bad input (exit 2), a failed computation (exit 1) or a stop on request (exit 130).
 pub enum Failure {
     /// Bad input: arguments or files (exit 2).
     Input(String),
     /// The computation failed (exit 1).
     Compute(String),
+    /// Stopped by SIGINT/SIGTERM after saving (exit 130, the shell's code for Ctrl-C); the message
+    /// says how to continue.
+    Stopped(String),
 }
 
 impl From<crate::ssm_file::InputError> for Failure {

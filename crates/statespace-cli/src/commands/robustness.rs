@@ -24,6 +24,13 @@ pub struct RobustnessArgs {
 }
 
 pub fn run(args: &RobustnessArgs) -> Result<(), Failure> {
+    for (flag, v) in [("--amplitude", args.amplitude), ("--freq", args.freq)] {
+        if !(v >= 0.0 && v.is_finite()) {
+            return Err(Failure::Input(format!(
+                "{flag}: must be a finite number ≥ 0, got {v}"
+            )));
+        }
+    }
     let noise = statespace_core::model::InputNoise {
         amplitude: args.amplitude,
         freq: args.freq,
@@ -41,9 +48,9 @@ pub fn run(args: &RobustnessArgs) -> Result<(), Failure> {
         _ => format!("loss increase {:.5}", noisy.loss - clean.loss),
     };
     emit(&format!(
-        "{:?} on {:?}: clean {}; with {}·U[0,1)·cos({}·t) before every layer {}; {drop}\n",
-        cfg.model.kind,
-        cfg.task.name,
+        "{} on {}: clean {}; with {}·U[0,1)·cos({}·t) before every layer {}; {drop}\n",
+        cfg.model.kind.name(),
+        statespace_core::model::config_name(&cfg.task.name),
         show(&clean),
         args.amplitude,
         args.freq,

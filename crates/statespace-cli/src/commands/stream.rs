@@ -67,6 +67,15 @@ pub fn run(args: &StreamArgs) -> Result<(), Failure> {
             }
             model.stream_step(&mut st, statespace_core::model::Input::Real(&x))
         };
+        if let Some(i) = y.iter().position(|v| !v.is_finite()) {
+            return Err(Failure::Compute(format!(
+                "stdin line {}: output {} is {} (the model overflowed on this input; the \
+                 state is lost, restart the stream)",
+                no + 1,
+                i + 1,
+                y[i]
+            )));
+        }
         line_text.clear();
         for (i, v) in y.iter().enumerate() {
             if i > 0 {

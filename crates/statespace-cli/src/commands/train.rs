@@ -1,5 +1,6 @@
 //! `statespace train` and `statespace eval`.
 
+use super::Failure;
 use crate::plot;
 use clap::Args;
 use statespace_train::{self as train, RunConfig};
@@ -82,6 +83,71 @@ pub fn read_config(path: &Path, sets: &[String]) -> Result<RunConfig, String> {
     }
 }
 
+/// Runs (or resumes) a run the way both `train` and `lra` do: the first SIGINT or SIGTERM asks the
+/// run to stop after its current step and write `last` (exit 130 with the command that resumes);
+/// a second one exits at once (every file is written atomically, so nothing is corrupted). On a
+/// terminal the progress is a bar, otherwise one plain line per `log_every` steps and per
+/// validation.
+pub fn execute(
+    cfg: &RunConfig,
+    dir: &Path,
+    resuming: bool,
+    data: Option<&Path>,
+    quiet: bool,
+) -> Result<train::Summary, Failure> {
+    use std::io::IsTerminal;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // the exit on a second signal must be registered before the flag it tests
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
+            .map_err(|e| Failure::Compute(format!("cannot install the signal handler: {e}")))?;
+    }
+    let progress = if quiet {
+        train::Progress::Silent
+    } else if std::io::stderr().is_terminal() {
+        train::Progress::Bar
+    } else {
+        train::Progress::Lines
+    };
+    let s = train::run_with(
+        cfg,
+        dir,
+        &train::RunOptions {
+            resume: resuming,
+            data,
+            progress,
+            stop: Some(&stop),
+            fault_steps: &[],
+        },
+    )
+    .map_err(Failure::Input)?;
+    if s.outcome != train::Outcome::AlreadyFinished
+        && let Err(e) = plot_curves(dir)
+    {
+        eprintln!("warning: {}: {e}", dir.join("curves.png").display());
+    }
+    match s.outcome {
+        train::Outcome::Stopped => Err(Failure::Stopped(format!(
+            "stopped at step {} of {}; resume with: statespace train --resume {}",
+            s.steps,
+            s.total_steps,
+            dir.display()
+        ))),
+        train::Outcome::AlreadyFinished => {
+            eprintln!(
+                "{}: the run finished at step {}; nothing to do (its test score is in metrics.jsonl)",
+                dir.display(),
+                s.steps
+            );
+            Ok(s)
+        }
+        train::Outcome::Finished => Ok(s),
+    }
+}
+
 /// `statespace train`.
 pub fn train(
     config: Option<&Path>,
@@ -90,14 +156,14 @@ pub fn train(
     data: Option<&Path>,
     out: Option<&Path>,
     quiet: bool,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let (cfg, dir, resuming) = match (config, resume) {
         (_, Some(dir)) => {
-            let cfg = read_config(&dir.join("config.toml"), sets)?;
+            let cfg = read_config(&dir.join("config.toml"), sets).map_err(Failure::Input)?;
             (cfg, dir.to_path_buf(), true)
         }
         (Some(path), None) => {
-            let cfg = read_config(path, sets)?;
+            let cfg = read_config(path, sets).map_err(Failure::Input)?;
             let dir = out.map(Path::to_path_buf).unwrap_or_else(|| {
                 PathBuf::from("runs").join(
                     path.file_stem()
@@ -107,7 +173,11 @@ pub fn train(
             });
             (cfg, dir, false)
         }
-        (None, None) => return Err("give --config FILE.toml (a new run) or --resume DIR".into()),
+        (None, None) => {
+            return Err(Failure::Input(
+                "give --config FILE.toml (a new run) or --resume DIR".into(),
+            ));
+        }
     };
     eprintln!(
         "{} {} → {}",
@@ -115,38 +185,61 @@ pub fn train(
         describe(&cfg),
         dir.display()
     );
-    let s = train::run(&cfg, &dir, resuming, data, quiet)?;
-    let _ = plot_curves(&dir);
+    let s = execute(&cfg, &dir, resuming, data, quiet)?;
     let acc = |sc: &train::Score| {
         sc.acc
             .map(|a| format!("accuracy {:.2}%", 100.0 * a))
             .unwrap_or_else(|| format!("MSE {:.5}", sc.loss))
     };
+    let test = s.test.unwrap_or_default();
+    let timing = if s.outcome == train::Outcome::AlreadyFinished {
+        String::new()
+    } else {
+        format!(" in {:.1} s ({:.0} tokens/s)", s.seconds, s.tokens_per_s)
+    };
     println!(
-        "{} steps in {:.1} s ({:.0} tokens/s); best validation {}; test {} (loss {:.4})",
+        "{} steps{timing}; best validation {}; test {} (loss {:.4}){}",
         s.steps,
-        s.seconds,
-        s.tokens_per_s,
         acc(&s.best_val),
-        acc(&s.test),
-        s.test.loss
+        acc(&test),
+        test.loss,
+        if s.skipped > 0 {
+            format!("; {} steps skipped (non-finite)", s.skipped)
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }
 
-fn describe(cfg: &RunConfig) -> String {
-    use statespace_core::model::LayerKind;
+/// One line saying what a run trains, in the configs' own names.
+pub fn describe(cfg: &RunConfig) -> String {
+    use statespace_core::model::{LayerKind, config_name};
     let m = &cfg.model;
     let detail = match m.kind {
-        LayerKind::S4d | LayerKind::S5 => format!(" ({:?}, {:?} init)", m.disc, m.init),
-        LayerKind::S4 => format!(" (bilinear, {:?} init)", m.init),
-        LayerKind::S4Ptd | LayerKind::S5Ptd => format!(" ({:?}, PTD LegS init)", m.disc),
+        LayerKind::S4d | LayerKind::S5 => {
+            format!(" ({}, init {})", config_name(&m.disc), config_name(&m.init))
+        }
+        LayerKind::S4 => format!(" (bilinear, init {})", config_name(&m.init)),
+        LayerKind::S4Ptd | LayerKind::S5Ptd => {
+            format!(" ({}, PTD legs init)", config_name(&m.disc))
+        }
         LayerKind::Sgconv => format!(" (kernel_dim {})", m.sgconv.kernel_dim),
-        LayerKind::Hope => format!(" ({:?})", m.hope.mode),
+        LayerKind::Hope => format!(" ({})", config_name(&m.hope.mode)),
+    };
+    let state = match m.kind {
+        LayerKind::Sgconv => String::new(),
+        _ => format!(" × N={}", m.d_state),
     };
     format!(
-        "{:?} on {:?}: {} layers × H={} × N={}{detail}, batch {}, lr {}",
-        m.kind, cfg.task.name, m.n_layers, m.d_model, m.d_state, cfg.train.batch_size, cfg.train.lr
+        "{} on {}: {} layer{} × H={}{state}{detail}, batch {}, lr {}",
+        m.kind.name(),
+        config_name(&cfg.task.name),
+        m.n_layers,
+        if m.n_layers == 1 { "" } else { "s" },
+        m.d_model,
+        cfg.train.batch_size,
+        cfg.train.lr
     )
 }
 
@@ -154,8 +247,8 @@ fn describe(cfg: &RunConfig) -> String {
 pub fn eval(checkpoint: &Path, data: Option<&Path>) -> Result<(), String> {
     let (cfg, score) = train::eval_checkpoint(checkpoint, data)?;
     println!(
-        "{:?} test: loss {:.4}{}",
-        cfg.task.name,
+        "{} test: loss {:.4}{}",
+        statespace_core::model::config_name(&cfg.task.name),
         score.loss,
         score
             .acc
@@ -165,11 +258,11 @@ pub fn eval(checkpoint: &Path, data: Option<&Path>) -> Result<(), String> {
     Ok(())
 }
 
-/// Draws `curves.png` (training loss and validation accuracy or loss) from `metrics.jsonl`.
+/// Draws `curves.png` from `metrics.jsonl`: training and validation loss against the step in one
+/// panel, validation accuracy (one marker per validation) in a second one for classification.
 pub fn plot_curves(dir: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(dir.join("metrics.jsonl")).map_err(|e| e.to_string())?;
-    let (mut loss, mut val) = (Vec::new(), Vec::new());
-    let mut val_is_acc = false;
+    let (mut loss, mut val_loss, mut val_acc) = (Vec::new(), Vec::new(), Vec::new());
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -178,33 +271,43 @@ pub fn plot_curves(dir: &Path) -> Result<(), String> {
         if let Some(l) = v["loss"].as_f64() {
             loss.push((step, l));
         }
+        if let Some(l) = v["val_loss"].as_f64() {
+            val_loss.push((step, l));
+        }
         if let Some(a) = v["val_acc"].as_f64() {
-            val.push((step, a));
-            val_is_acc = true;
-        } else if let Some(l) = v["val_loss"].as_f64() {
-            val.push((step, l));
+            val_acc.push((step, 100.0 * a));
         }
     }
-    let vlabel = if val_is_acc {
-        "validation accuracy"
-    } else {
-        "validation loss"
-    };
-    plot::line_plot(
-        &dir.join("curves.png"),
-        &format!("training curves — {}", dir.display()),
-        "step",
-        "",
-        &[
+    let mut panels = vec![plot::Panel {
+        x_label: "step",
+        y_label: "loss",
+        series: vec![
             plot::Series {
                 label: "training loss",
                 points: loss,
             },
             plot::Series {
-                label: vlabel,
-                points: val,
+                label: "validation loss",
+                points: val_loss,
             },
         ],
+        markers: false,
+    }];
+    if !val_acc.is_empty() {
+        panels.push(plot::Panel {
+            x_label: "step",
+            y_label: "validation accuracy (%)",
+            series: vec![plot::Series {
+                label: "validation accuracy",
+                points: val_acc,
+            }],
+            markers: true,
+        });
+    }
+    plot::panels_plot(
+        &dir.join("curves.png"),
+        &format!("training curves — {}", dir.display()),
+        &panels,
     )
 }
 

@@ -28,19 +28,27 @@ pub fn run(args: &KernelArgs) -> Result<(), Failure> {
     let phase: Vec<f64> = spec.iter().map(|z| z.arg()).collect();
     if let Some(path) = &args.plot {
         let db = |m: f64| 20.0 * m.max(1e-300).log10();
-        plot::line_plot(
+        plot::panels_plot(
             path,
-            &format!("{title}: |H| (dB) and phase (rad)"),
-            "ω (rad / sample)",
-            "",
+            &format!("{title}: frequency response"),
             &[
-                plot::Series {
-                    label: "|H| dB",
-                    points: omega.iter().zip(&mag).map(|(w, m)| (*w, db(*m))).collect(),
+                plot::Panel {
+                    x_label: "ω (rad / sample)",
+                    y_label: "|H(e^iω)| (dB)",
+                    series: vec![plot::Series {
+                        label: "",
+                        points: omega.iter().zip(&mag).map(|(w, m)| (*w, db(*m))).collect(),
+                    }],
+                    markers: false,
                 },
-                plot::Series {
-                    label: "phase",
-                    points: omega.iter().copied().zip(phase.iter().copied()).collect(),
+                plot::Panel {
+                    x_label: "ω (rad / sample)",
+                    y_label: "phase of H (rad)",
+                    series: vec![plot::Series {
+                        label: "",
+                        points: omega.iter().copied().zip(phase.iter().copied()).collect(),
+                    }],
+                    markers: false,
                 },
             ],
         )

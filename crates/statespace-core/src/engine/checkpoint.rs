@@ -134,15 +134,23 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default()
     ));
-    let mut f = std::fs::File::create(&tmp)
-        .map_err(|e| Error::file(&tmp, format!("cannot create: {e}")))?;
-    f.write_all(data)
-        .map_err(|e| Error::file(&tmp, format!("cannot write: {e}")))?;
-    f.sync_all()
-        .map_err(|e| Error::file(&tmp, format!("cannot sync: {e}")))?;
-    drop(f);
-    std::fs::rename(&tmp, path)
-        .map_err(|e| Error::file(path, format!("cannot move the new file into place: {e}")))?;
+    let written = std::fs::File::create(&tmp)
+        .map_err(|e| Error::file(&tmp, format!("cannot create: {e}")))
+        .and_then(|mut f| {
+            f.write_all(data)
+                .map_err(|e| Error::file(&tmp, format!("cannot write: {e}")))?;
+            f.sync_all()
+                .map_err(|e| Error::file(&tmp, format!("cannot sync: {e}")))
+        })
+        .and_then(|()| {
+            std::fs::rename(&tmp, path)
+                .map_err(|e| Error::file(path, format!("cannot move the new file into place: {e}")))
+        });
+    if let Err(e) = written {
+        // the old file (if any) is untouched; the partial new one goes
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }

@@ -33,6 +33,79 @@ pub enum LayerKind {
     S5Ptd,
 }
 
+impl LayerKind {
+    /// Every kind.
+    pub const ALL: [LayerKind; 7] = [
+        LayerKind::S4d,
+        LayerKind::S4,
+        LayerKind::Sgconv,
+        LayerKind::Hope,
+        LayerKind::S5,
+        LayerKind::S4Ptd,
+        LayerKind::S5Ptd,
+    ];
+
+    /// The name in configs (`s4d`, `s4-ptd`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerKind::S4d => "s4d",
+            LayerKind::S4 => "s4",
+            LayerKind::Sgconv => "sgconv",
+            LayerKind::Hope => "hope",
+            LayerKind::S5 => "s5",
+            LayerKind::S4Ptd => "s4-ptd",
+            LayerKind::S5Ptd => "s5-ptd",
+        }
+    }
+}
+
+/// The name of a config value as configs spell it (`zoh`, `legs`, `bilinear`): its serde name.
+pub fn config_name<T: Serialize>(v: &T) -> String {
+    match toml::Value::try_from(v) {
+        Ok(toml::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".into(),
+    }
+}
+
+/// Which fields of `[model]` (and its subsections) each kind reads; any other field must keep its
+/// default (so a value set for another kind is reported, not silently ignored).
+fn kinds_using(field: &str) -> &'static [LayerKind] {
+    use LayerKind::*;
+    match field {
+        "init" => &[S4d, S4],
+        "n_ssm" | "step_mode" => &[S4],
+        "l_max" | "sgconv" => &[Sgconv],
+        "hope" => &[Hope],
+        "s5" => &[S5, S5Ptd],
+        "disc" => &[S4d, S4Ptd, S5, S5Ptd],
+        "d_state" | "dt_min" | "dt_max" => &[S4d, S4, Hope, S5, S4Ptd, S5Ptd],
+        _ => &LayerKind::ALL,
+    }
+}
+
+/// The first dotted key at which two TOML values differ (`""` when the values themselves differ).
+fn first_difference(a: &toml::Value, b: &toml::Value) -> Option<String> {
+    match (a, b) {
+        (toml::Value::Table(x), toml::Value::Table(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter().find_map(|k| match (x.get(k), y.get(k)) {
+                (Some(u), Some(v)) => first_difference(u, v).map(|d| {
+                    if d.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{k}.{d}")
+                    }
+                }),
+                _ => Some(k.clone()),
+            })
+        }
+        _ => (a != b).then(String::new),
+    }
+}
+
 /// Initialization of the state matrix: a HiPPO operator (S4: legs, legt, lagt, fout) or a
 /// diagonal init (S4D: legs, inv, lin, quad, real, rand).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,10 +291,11 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
-    /// This config with `l_max = 0` ("the task's length") resolved to `len`.
+    /// This config with `l_max = 0` ("the task's length") resolved to `len` (for the kinds that
+    /// read it).
     pub fn resolved(&self, len: usize) -> ModelConfig {
         let mut c = self.clone();
-        if c.l_max == 0 {
+        if c.l_max == 0 && kinds_using("l_max").contains(&c.kind) {
             c.l_max = len;
         }
         c
@@ -286,6 +360,104 @@ impl ModelConfig {
                 "dropout",
                 format!("must lie in [0, 1), got {}", self.dropout),
             );
+        }
+        // sizes beyond these overflow index arithmetic long before memory runs out
+        for (f, v, max) in [
+            ("d_model", self.d_model, 1 << 16),
+            ("n_layers", self.n_layers, 1 << 12),
+            ("d_state", self.d_state, 1 << 14),
+            ("l_max", self.l_max, 1 << 26),
+            ("n_ssm", self.n_ssm, 1 << 16),
+        ] {
+            if v > max {
+                return bad(f, format!("must be at most {max}, got {v}"));
+            }
+        }
+        let s5 = &self.s5;
+        if s5.blocks == 0 || s5.blocks > self.d_state {
+            return bad(
+                "s5.blocks",
+                format!(
+                    "must lie in 1 ..= d_state = {}, got {}",
+                    self.d_state, s5.blocks
+                ),
+            );
+        }
+        if !(s5.step_rescale > 0.0 && s5.step_rescale.is_finite()) {
+            return bad(
+                "s5.step_rescale",
+                format!("must be positive and finite, got {}", s5.step_rescale),
+            );
+        }
+        let sg = &self.sgconv;
+        if sg.kernel_dim == 0 || sg.kernel_dim > 1 << 20 {
+            return bad(
+                "sgconv.kernel_dim",
+                format!("must lie in 1 ..= 2^20, got {}", sg.kernel_dim),
+            );
+        }
+        for (f, v) in [
+            ("sgconv.decay_min", sg.decay_min),
+            ("sgconv.decay_max", sg.decay_max),
+        ] {
+            if !(v > 0.0 && v.is_finite()) {
+                return bad(f, format!("must be positive and finite, got {v}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// This config with every field the kind does not read set to its default (it had no effect):
+    /// how a checkpoint written before such fields were refused is read.
+    pub fn without_unused_fields(&self) -> ModelConfig {
+        let d = toml::Value::try_from(ModelConfig::default()).expect("a config is TOML");
+        let me = toml::Value::try_from(self).expect("a config is TOML");
+        let (toml::Value::Table(d), toml::Value::Table(mut me)) = (d, me) else {
+            return self.clone();
+        };
+        for (field, value) in me.iter_mut() {
+            if !kinds_using(field).contains(&self.kind)
+                && let Some(dv) = d.get(field)
+            {
+                *value = dv.clone();
+            }
+        }
+        toml::Value::Table(me)
+            .try_into()
+            .unwrap_or_else(|_| self.clone())
+    }
+
+    /// A field the chosen kind does not read, set to a non-default value, is an error naming the
+    /// field and the kinds that read it (`config.toml` writes every field, so defaults pass).
+    /// Run configs are checked so ([`validate`](Self::validate) checks values only, so code may
+    /// build one config and change its kind).
+    pub fn check_fields_of_other_kinds(&self) -> Result<(), Error> {
+        let d = toml::Value::try_from(ModelConfig::default()).expect("a config is TOML");
+        let me = toml::Value::try_from(self).expect("a config is TOML");
+        let (toml::Value::Table(d), toml::Value::Table(me)) = (d, me) else {
+            return Ok(());
+        };
+        for (field, value) in &me {
+            let users = kinds_using(field);
+            if users.contains(&self.kind) {
+                continue;
+            }
+            if let Some(diff) = d.get(field).and_then(|dv| first_difference(dv, value)) {
+                let name = if diff.is_empty() {
+                    field.clone()
+                } else {
+                    format!("{field}.{diff}")
+                };
+                let users: Vec<&str> = users.iter().map(|k| k.name()).collect();
+                return Err(Error::config(
+                    &format!("model.{name}"),
+                    format!(
+                        "is not used by kind = \"{}\" (only by {}); remove it or keep its default",
+                        self.kind.name(),
+                        users.join(", ")
+                    ),
+                ));
+            }
         }
         Ok(())
     }

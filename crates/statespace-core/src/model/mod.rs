@@ -16,6 +16,6 @@ pub mod stream;
 
 pub use backbone::Model;
 pub use block::{Norm, SsmBlock};
-pub use config::{Init, Input, IoShape, LayerKind, ModelConfig, NormKind};
+pub use config::{Init, Input, IoShape, LayerKind, ModelConfig, NormKind, config_name};
 pub use ssm_layer::{InputNoise, SsmLayer, StepScratch, sequence_map};
 pub use stream::Stream;
