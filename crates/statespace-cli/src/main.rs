@@ -66,6 +66,11 @@ enum Command {
     Data(data::DataCommand),
 }
 
+// counts heap bytes, so a run's memory is measured on probes before it allocates (statespace-train's
+// memory module)
+#[global_allocator]
+static ALLOC: statespace_train::memory::CountingAlloc = statespace_train::memory::CountingAlloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -86,6 +91,7 @@ fn main() -> ExitCode {
             a.data.as_deref(),
             a.out.as_deref(),
             a.quiet,
+            a.max_memory.as_deref(),
         ),
         Command::Eval(a) => train::eval(&a.checkpoint, a.data.as_deref()).map_err(Failure::Input),
     };

@@ -1338,3 +1338,125 @@ fn non_finite_outputs_and_arguments_are_errors_not_silent() {
         assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
     }
 }
+
+/// `12.3 MiB` / `1.27 GiB` → bytes.
+fn bytes_of(text: &str) -> f64 {
+    let (num, unit) = text.trim().split_once(' ').unwrap();
+    let x: f64 = num.parse().unwrap();
+    x * match unit {
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "TiB" => 1024f64.powi(4),
+        u => panic!("unit {u}"),
+    }
+}
+
+#[test]
+fn memory_is_estimated_before_allocation_within_30_percent_and_too_much_is_refused() {
+    let dir = tmpdir();
+    // three differently sized runs (≈ 30 MiB, ≈ 200 MiB, ≈ 1.3 GiB of peak resident set here)
+    let configs = [
+        "[task]\nname = \"copying\"\ncopy_tokens = 4\nblanks = 100\nalphabet = 6\ntrain_size = 320\n\
+         val_size = 32\ntest_size = 32\n[model]\nd_model = 32\nn_layers = 2\nd_state = 16\npool = \"none\"\n",
+        "[task]\nname = \"adding\"\nseq_len = 1000\ntrain_size = 320\nval_size = 32\ntest_size = 32\n\
+         [model]\nkind = \"s5\"\nd_model = 48\nn_layers = 2\nd_state = 32\n",
+        "[task]\nname = \"adding\"\nseq_len = 3000\ntrain_size = 320\nval_size = 32\ntest_size = 32\n\
+         [model]\nkind = \"s4\"\nd_model = 96\nn_layers = 2\nd_state = 64\n",
+    ];
+    let mut estimates = Vec::new();
+    for (i, text) in configs.iter().enumerate() {
+        let cfg = write(
+            dir.path(),
+            &format!("m{i}.toml"),
+            &format!(
+                "{text}[train]\nepochs = 1\nbatch_size = 16\nmax_steps = 2\neval_batch_size = 32\n"
+            ),
+        );
+        let out = dir.path().join(format!("m{i}"));
+        let o = run(&[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ]);
+        assert!(o.status.success(), "{text}: {}", stderr(&o));
+        let s = stdout(&o);
+        let tail = s
+            .split("memory: estimated ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{s}"));
+        let (est, peak) = tail.trim().split_once(", peak ").unwrap();
+        let (est, peak) = (bytes_of(est), bytes_of(peak));
+        eprintln!("config {i}: estimated {est:.3e} B, peak RSS {peak:.3e} B");
+        assert!(
+            (est - peak).abs() <= 0.3 * peak,
+            "config {i}: estimate {est:.3e} vs peak resident set {peak:.3e}"
+        );
+        estimates.push((cfg, est));
+    }
+    assert!(
+        estimates[2].1 > 10.0 * estimates[0].1,
+        "the three sizes differ"
+    );
+    // the same run with less memory than its estimate is refused, naming the estimate
+    let (cfg, est) = &estimates[1];
+    let limit = format!("{}M", (0.5 * est / (1024.0 * 1024.0)) as u64);
+    let out = dir.path().join("refused");
+    let o = run(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--max-memory",
+        &limit,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("this run needs memory ≈") && stderr(&o).contains("--max-memory"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.join("last.safetensors").exists());
+    // sizes no machine holds are refused at once, before anything is allocated
+    for set in [
+        "task.blanks=10000000",
+        "model.d_model=60000",
+        "train.batch_size=1000000",
+    ] {
+        let t0 = std::time::Instant::now();
+        let o = run(&[
+            "train",
+            "--config",
+            estimates[0].0.to_str().unwrap(),
+            "--out",
+            dir.path().join("huge").to_str().unwrap(),
+            "--quiet",
+            "--set",
+            set,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{set}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("this run needs memory"),
+            "{set}: {}",
+            stderr(&o)
+        );
+        assert!(
+            t0.elapsed().as_secs() < 20,
+            "{set}: the refusal took {:?}",
+            t0.elapsed()
+        );
+    }
+    let o = run(&[
+        "train",
+        "--config",
+        estimates[0].0.to_str().unwrap(),
+        "--max-memory",
+        "lots",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--max-memory"), "{}", stderr(&o));
+}

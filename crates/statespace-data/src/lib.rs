@@ -20,6 +20,33 @@ pub mod text;
 
 pub use tasks::{Batch, InputSpec, SeqTask, Split, TargetSpec, TaskSpec};
 
+/// The longest line a text reader accepts (bytes): LRA's longest lines (AAN pairs) are ≈ 100 KB, so
+/// a longer one is a damaged or wrong file, refused before it is held in memory.
+pub const MAX_LINE_BYTES: usize = 64 << 20;
+
+/// Reads one line (through `\n`) into `buf` like `read_until`, but refuses one longer than
+/// [`MAX_LINE_BYTES`] with an error instead of growing `buf` without bound.
+pub fn read_bounded_line(
+    r: &mut impl std::io::BufRead,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    use std::io::{BufRead, Read};
+    let n = r
+        .by_ref()
+        .take(MAX_LINE_BYTES as u64 + 1)
+        .read_until(b'\n', buf)?;
+    if n > MAX_LINE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "a line longer than {} MiB (not a data file of this task?)",
+                MAX_LINE_BYTES >> 20
+            ),
+        ));
+    }
+    Ok(n)
+}
+
 /// Targets equal to this are not scored (per-position tasks score only some positions).
 pub const IGNORE: u32 = u32::MAX;
 

@@ -205,11 +205,35 @@ pub fn generate(
             ),
         });
     }
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(n.min(1 << 20));
     let mut tries = 0u64;
+    const LIMIT: u64 = 200_000_000;
     while out.len() < n {
         tries += 1;
-        if tries > 200_000_000 {
+        // after 100,000 draws the acceptance rate says whether the limit can be met: say so now
+        // rather than after minutes of drawing
+        if tries == 100_000 {
+            let rate = out.len() as f64 / tries as f64;
+            let need = if rate > 0.0 {
+                n as f64 / rate
+            } else {
+                f64::INFINITY
+            };
+            if need > LIMIT as f64 {
+                return Err(DataError::Setting {
+                    field: "listops".into(),
+                    msg: format!(
+                        "{} of the first 100000 draws have {} < length < {}: {n} expressions would \
+                         need ≈ {need:.1e} draws (limit 2e8); widen the length range or change \
+                         max_depth / max_args",
+                        out.len(),
+                        o.min_length,
+                        o.max_length
+                    ),
+                });
+            }
+        }
+        if tries > LIMIT {
             return Err(DataError::Setting {
                 field: "listops".into(),
                 msg: format!(
@@ -357,8 +381,7 @@ pub fn parse_tsv(path: &Path, mut r: impl BufRead) -> Result<ListOpsSplit, DataE
     let mut line = 0usize;
     loop {
         buf.clear();
-        let n = r
-            .read_until(b'\n', &mut buf)
+        let n = crate::read_bounded_line(&mut r, &mut buf)
             .map_err(|e| at(line + 1, format!("read error: {e}")))?;
         if n == 0 {
             break;

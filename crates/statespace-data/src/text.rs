@@ -15,7 +15,7 @@
 
 use crate::DataError;
 use crate::tasks::{Batch, InputSpec, SeqTask, Split, TargetSpec, TaskSpec};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -279,8 +279,7 @@ impl AanFile {
         let (mut off, mut no) = (0u64, 0u32);
         loop {
             buf.clear();
-            let n = r
-                .read_until(b'\n', &mut buf)
+            let n = crate::read_bounded_line(&mut r, &mut buf)
                 .map_err(|e| file_err(path, format!("read error after line {no}: {e}")))?;
             if n == 0 {
                 break;

@@ -280,3 +280,37 @@ fn malformed_tsv_errors_name_file_line_and_field() {
         "{e}"
     );
 }
+
+#[test]
+fn a_line_longer_than_the_limit_and_lengths_that_are_rarely_drawn_are_errors_not_hangs() {
+    use std::io::Read;
+    // a 65 MiB line is refused, naming the file and line, without being held in memory
+    let head: &[u8] = b"Source\tTarget\n";
+    let r = std::io::BufReader::new(head.chain(std::io::repeat(b'(').take(65 << 20)));
+    let e = listops::parse_tsv(std::path::Path::new("basic_train.tsv"), r)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("basic_train.tsv:2") && e.contains("longer than 64 MiB"),
+        "{e}"
+    );
+    // lengths the generator almost never draws: refused after 1e5 draws with the measured rate
+    let o = GenOptions {
+        min_length: 1900,
+        max_length: 2000,
+        max_depth: 2,
+        ..GenOptions::default()
+    };
+    let t0 = std::time::Instant::now();
+    let e = listops::generate(
+        1000,
+        &o,
+        &mut StdRng::seed_from_u64(0),
+        &mut HashSet::new(),
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("of the first 100000 draws"), "{e}");
+    assert!(t0.elapsed().as_secs() < 30, "{:?}", t0.elapsed());
+}

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod eval;
+pub mod memory;
 pub mod metrics;
 pub mod run;
 pub mod run_dir;

@@ -56,6 +56,10 @@ pub struct Summary {
     pub tokens_per_s: f64,
     /// Steps skipped for a non-finite loss or gradient (`train.nonfinite = "skip"`), this invocation.
     pub skipped: usize,
+    /// The memory estimate made before the run allocated its data and model (bytes).
+    pub memory_estimate: f64,
+    /// The process's peak resident set at the end (bytes), where the OS says.
+    pub peak_rss: Option<u64>,
 }
 
 /// How a run shows its progress.
@@ -85,6 +89,9 @@ pub struct RunOptions<'a> {
     /// is made NaN after the backward pass.
     #[doc(hidden)]
     pub fault_steps: &'a [usize],
+    /// Refuse the run when its memory estimate exceeds this many bytes (default: what the machine
+    /// has available, see [`crate::memory::available`]).
+    pub max_memory: Option<u64>,
 }
 
 fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
@@ -168,6 +175,7 @@ pub fn run(
             },
             stop: None,
             fault_steps: &[],
+            max_memory: None,
         },
     )
 }
@@ -237,7 +245,28 @@ pub fn run_with(cfg: &RunConfig, dir: &Path, opts: &RunOptions) -> Result<Summar
             Some(std::path::absolute(&d).map_err(|e| format!("{}: {e}", d.display()))?);
     }
     let cfg = &cfg;
+    // memory before allocation: a generated task is estimated from a small probe of itself before
+    // it is generated; a task read from files is read first (its bytes are then resident)
+    let memory = match crate::memory::probe_task(cfg)? {
+        Some((small, data)) => {
+            let est = crate::memory::estimate_run(cfg, small.as_ref(), data, true)?;
+            crate::memory::check(&est, opts.max_memory)?;
+            Some(est)
+        }
+        None => None,
+    };
     let task = build_task(&cfg.task, None, cfg.train.seed)?;
+    let memory = match memory {
+        Some(m) => m,
+        None => {
+            let est = crate::memory::estimate_run(cfg, task.as_ref(), 0.0, true)?;
+            crate::memory::check(&est, opts.max_memory)?;
+            est
+        }
+    };
+    if opts.progress != Progress::Silent {
+        eprintln!("memory: {memory}");
+    }
     for split in [Split::Train, Split::Val, Split::Test] {
         if task.size(split) == 0 {
             return Err(format!(
@@ -324,6 +353,8 @@ pub fn run_with(cfg: &RunConfig, dir: &Path, opts: &RunOptions) -> Result<Summar
                 seconds: t0.elapsed().as_secs_f64(),
                 tokens_per_s: 0.0,
                 skipped: 0,
+                memory_estimate: memory.total(),
+                peak_rss: crate::memory::peak_rss(),
             });
         }
     } else if last.exists() {
@@ -497,6 +528,8 @@ pub fn run_with(cfg: &RunConfig, dir: &Path, opts: &RunOptions) -> Result<Summar
                 seconds: t0.elapsed().as_secs_f64(),
                 tokens_per_s: positions as f64 / t_train.elapsed().as_secs_f64().max(1e-9),
                 skipped,
+                memory_estimate: memory.total(),
+                peak_rss: crate::memory::peak_rss(),
             });
         }
     }
@@ -524,6 +557,8 @@ pub fn run_with(cfg: &RunConfig, dir: &Path, opts: &RunOptions) -> Result<Summar
         seconds: t0.elapsed().as_secs_f64(),
         tokens_per_s,
         skipped,
+        memory_estimate: memory.total(),
+        peak_rss: crate::memory::peak_rss(),
     })
 }
 

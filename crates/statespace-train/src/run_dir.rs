@@ -227,6 +227,8 @@ pub fn load_model_only(
         }
     };
     init_threads(cfg.train.threads);
+    let est = crate::memory::estimate_model(&cfg, io, len, 0.0, false)?;
+    crate::memory::check(&est, None).map_err(|e| format!("{}: {e}", file.display()))?;
     let mut model = Model::<f32>::new(&cfg.model.resolved(len), io, &mut StdRng::seed_from_u64(0))?;
     load_weights(&file, &mut model, &loaded)?;
     Ok((cfg, model, len))
@@ -257,6 +259,8 @@ pub fn load_model(path: &Path, data: Option<&Path>) -> Result<LoadedRun, String>
             file.display()
         ));
     }
+    let est = crate::memory::estimate_run(&cfg, task.as_ref(), 0.0, false)?;
+    crate::memory::check(&est, None).map_err(|e| format!("{}: {e}", file.display()))?;
     let mut model = Model::<f32>::new(
         &cfg.model.resolved(task.spec().len),
         io,

@@ -4,6 +4,9 @@ use statespace_core::engine::optim::Setting;
 use statespace_core::engine::params::ParamKind;
 use statespace_train::{self as train, RunConfig};
 
+#[global_allocator]
+static ALLOC: train::memory::CountingAlloc = train::memory::CountingAlloc;
+
 fn cfg_text(extra_train: &str) -> String {
     format!(
         r#"
@@ -284,6 +287,7 @@ fn run_stopping(
             progress: train::Progress::Silent,
             stop: Some(&flag),
             fault_steps: &[],
+            max_memory: None,
         },
     )
     .unwrap()
@@ -384,6 +388,7 @@ fn a_non_finite_loss_stops_the_run_or_is_skipped_and_counted() {
             progress: train::Progress::Silent,
             stop: Some(&flag),
             fault_steps: &[2, 3, 11],
+            max_memory: None,
         },
     )
     .unwrap();
@@ -411,6 +416,7 @@ fn a_non_finite_loss_stops_the_run_or_is_skipped_and_counted() {
             progress: train::Progress::Silent,
             stop: None,
             fault_steps: &[2],
+            max_memory: None,
         },
     )
     .unwrap_err();

@@ -278,6 +278,9 @@ pub struct LraArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Refuse the run if its memory estimate exceeds this (e.g. 8G; default: what is available).
+    #[arg(long, value_name = "SIZE")]
+    max_memory: Option<String>,
 }
 
 /// The config of `task` × `kind`.
@@ -325,7 +328,14 @@ pub fn run(a: &LraArgs) -> Result<(), Failure> {
         if resuming { ", resuming" } else { "" },
         dir.display()
     );
-    let s = execute(&cfg, &dir, resuming, a.data.as_deref(), a.quiet)?;
+    let s = execute(
+        &cfg,
+        &dir,
+        resuming,
+        a.data.as_deref(),
+        a.quiet,
+        a.max_memory.as_deref(),
+    )?;
     let acc = s.test.and_then(|t| t.acc).map_or(f64::NAN, |x| 100.0 * x);
     println!(
         "LRA {} × {}: test accuracy {acc:.2}% after {} steps ({:.0} s, {:.0} tokens/s){}",

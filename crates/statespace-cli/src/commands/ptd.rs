@@ -18,6 +18,16 @@ pub struct PtdArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Search E even where one ships with statespace (N = 2, 4, 16, 32, 64, 128); otherwise the
+    /// shipped one is read.
+    #[arg(long)]
+    pub search: bool,
+    /// Restarts of the search while cond(V) > 10 (default 3).
+    #[arg(long)]
+    pub restarts: Option<usize>,
+    /// Write E as a PTD file (safetensors, format statespace-ptd-1) here.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: &PtdArgs) -> Result<(), Failure> {
@@ -29,13 +39,63 @@ pub fn run(args: &PtdArgs) -> Result<(), Failure> {
         )));
     }
     let n = args.n;
-    let opts = statespace_math::ptd::PtdOptions::default();
-    let dir = statespace_core::kernels::ptd::cache_dir();
-    let p = statespace_math::ptd::legs_perturbation(n, &opts, dir.as_deref(), |it, cond| {
-        if it % 500 == 0 {
-            eprintln!("iteration {it}: cond(V) = {cond:.2}");
+    if n > 4096 {
+        return Err(Failure::Input(format!("--n must be at most 4096, got {n}")));
+    }
+    use statespace_core::kernels::ptd as kptd;
+    let mut opts = statespace_math::ptd::PtdOptions::default();
+    if let Some(r) = args.restarts {
+        opts.max_restarts = r;
+    }
+    let (e, source) = match kptd::shipped(n) {
+        Some(file) if !args.search => {
+            let f = file.map_err(|e| Failure::Compute(e.to_string()))?;
+            (
+                f.e,
+                format!(
+                    "shipped with statespace (options {})",
+                    f.meta.get("options").map_or("?", |s| s.as_str())
+                ),
+            )
         }
-    })?;
+        _ => {
+            let dir = kptd::cache_dir();
+            let p =
+                statespace_math::ptd::legs_perturbation(n, &opts, dir.as_deref(), |it, cond| {
+                    if it % 500 == 0 {
+                        eprintln!("iteration {it}: cond(V) = {cond:.2}");
+                    }
+                })?;
+            (p.e, "searched".to_string())
+        }
+    };
+    // every reported number from a fresh eigendecomposition and SVD of this E
+    let (a, _) = statespace_math::hippo::transition(statespace_math::hippo::Measure::LegS, n)?;
+    let ae = statespace_math::linalg::CMat::from_fn(n, n, |i, j| e[(i, j)] + a[(i, j)]);
+    let eig = statespace_math::ptd::eig_complex(&ae)?;
+    let max_re = eig
+        .lambda
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, l| m.max(l.re));
+    let unstable = eig.lambda.iter().filter(|l| l.re >= 0.0).count();
+    let e_norm = e
+        .singular_values()
+        .map_err(|err| Failure::Compute(format!("SVD failed: {err:?}")))?
+        .iter()
+        .fold(0.0f64, |m, x| m.max(*x));
+    let rel_norm = e_norm / statespace_math::linalg::norm2(&a)?;
+    let p = statespace_math::ptd::ComplexPerturbation {
+        e,
+        cond: eig.cond,
+        rel_norm,
+    };
+    if let Some(path) = &args.out {
+        let bytes = kptd::encode_ptd(&p.e, &opts, p.cond, p.rel_norm, max_re)
+            .map_err(|e| Failure::Compute(e.to_string()))?;
+        statespace_core::engine::checkpoint::write_atomic(path, &bytes)
+            .map_err(|e| Failure::Input(e.to_string()))?;
+        eprintln!("wrote {}", path.display());
+    }
     let mut rng = StdRng::seed_from_u64(args.seed);
     let c: Vec<f64> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
     let omegas: Vec<f64> = (0..=400)
@@ -45,13 +105,15 @@ pub fn run(args: &PtdArgs) -> Result<(), Failure> {
     if args.json {
         emit(&format!(
             "{}\n",
-            json!({"n": n, "cond_v": p.cond, "rel_norm": p.rel_norm,
+            json!({"n": n, "source": source, "cond_v": p.cond, "rel_norm": p.rel_norm,
+                   "max_re_lambda": max_re, "unstable_eigenvalues": unstable,
                    "transfer_error_ptd": t.ptd, "transfer_error_ptd_complex": t.ptd_complex,
                    "transfer_error_s4d_legs": t.s4d})
         ))
     } else {
         emit(&format!(
-            "PTD LegS N = {n}: cond(V) = {:.2}, ‖E‖₂/‖A‖₂ = {:.2}%\n\
+            "PTD LegS N = {n} ({source}): cond(V) = {:.2}, ‖E‖₂/‖A‖₂ = {:.2}%, max Re λ(A + E) = \
+             {max_re:.3e} ({unstable} of {n} eigenvalues with Re λ ≥ 0, flipped by the layer)\n\
              max over ω ∈ [1e-3, 1e4] of |G − G_LegS| / max|G_LegS| (C ~ N(0,1), seed {}):\n\
              \tPTD (the layer: real part)   {:.3e}\n\tPTD (complex system)         {:.3e}\n\tS4D-LegS                     {:.3e}\n",
             p.cond,

@@ -66,8 +66,13 @@ task.name; `--set section.key=value` overrides any field):
   length_buckets          variable-length tasks: sort runs of this many batches by length (0: off)
                           [0]; batches are always cut to their longest sequence
   eval_batch_size, beta1, beta2, eps                                               [200, 0.9, 0.999, 1e-8]
+  nonfinite               a non-finite loss or gradient: error (stop, naming the step) | skip (skip the
+                          step, count it in metrics.jsonl)                                 [error]
+A [model] field that the chosen kind does not read (disc for s4, s5.* for s4d, init for s5, d_state for
+sgconv, …) must keep its default: a set one is an error naming the kinds that read it.
 
-A run directory holds config.toml, metrics.jsonl, best.safetensors, last.safetensors and curves.png.
+A run directory holds config.toml, metrics.jsonl, metrics.csv, best.safetensors, last.safetensors and
+curves.png. Ctrl-C saves the current step (exit 130); `--resume DIR` continues it exactly.
 The test split is evaluated once, at the end, with the best validation checkpoint.";
 
 /// Reads a config file, naming the file in every error.
@@ -94,7 +99,13 @@ pub fn execute(
     resuming: bool,
     data: Option<&Path>,
     quiet: bool,
+    max_memory: Option<&str>,
 ) -> Result<train::Summary, Failure> {
+    let max_memory = max_memory
+        .map(|m| {
+            train::memory::parse_size(m).map_err(|e| Failure::Input(format!("--max-memory: {e}")))
+        })
+        .transpose()?;
     use std::io::IsTerminal;
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
@@ -121,6 +132,7 @@ pub fn execute(
             progress,
             stop: Some(&stop),
             fault_steps: &[],
+            max_memory,
         },
     )
     .map_err(Failure::Input)?;
@@ -156,6 +168,7 @@ pub fn train(
     data: Option<&Path>,
     out: Option<&Path>,
     quiet: bool,
+    max_memory: Option<&str>,
 ) -> Result<(), Failure> {
     let (cfg, dir, resuming) = match (config, resume) {
         (_, Some(dir)) => {
@@ -185,7 +198,7 @@ pub fn train(
         describe(&cfg),
         dir.display()
     );
-    let s = execute(&cfg, &dir, resuming, data, quiet)?;
+    let s = execute(&cfg, &dir, resuming, data, quiet, max_memory)?;
     let acc = |sc: &train::Score| {
         sc.acc
             .map(|a| format!("accuracy {:.2}%", 100.0 * a))
@@ -197,8 +210,15 @@ pub fn train(
     } else {
         format!(" in {:.1} s ({:.0} tokens/s)", s.seconds, s.tokens_per_s)
     };
+    let memory = s.peak_rss.map_or(String::new(), |p| {
+        format!(
+            "; memory: estimated {}, peak {}",
+            train::memory::human(s.memory_estimate),
+            train::memory::human(p as f64)
+        )
+    });
     println!(
-        "{} steps{timing}; best validation {}; test {} (loss {:.4}){}",
+        "{} steps{timing}; best validation {}; test {} (loss {:.4}){}{memory}",
         s.steps,
         acc(&s.best_val),
         acc(&test),
@@ -331,6 +351,10 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Refuse the run if its memory estimate exceeds this (e.g. 8G, 512M; default: what the machine
+    /// has available: MemAvailable or the cgroup's limit).
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<String>,
 }
 
 #[derive(Args)]

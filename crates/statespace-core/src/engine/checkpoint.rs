@@ -160,10 +160,15 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), Error> {
 /// Reads a checkpoint; every problem names the file and the tensor.
 pub fn load<T: Float>(path: &Path) -> Result<Loaded<T>, Error> {
     let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
+    decode(path, &bytes)
+}
+
+/// Reads a checkpoint from its bytes (`path` names it in errors).
+pub fn decode<T: Float>(path: &Path, bytes: &[u8]) -> Result<Loaded<T>, Error> {
+    let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
     let meta = header.metadata().clone().unwrap_or_default();
-    let st = SafeTensors::deserialize(&bytes)
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
     let mut tensors = HashMap::new();
     for (tname, view) in st.tensors() {
