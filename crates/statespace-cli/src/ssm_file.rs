@@ -153,10 +153,15 @@ impl Ctx<'_> {
     }
 
     fn stable_modes(&self, a: &[C64]) -> Result<(), InputError> {
+        self.modes_with_real_part_below(a, 0.0)
+    }
+
+    /// Every `Re a_i < bound` (the message says the system must be stable).
+    fn modes_with_real_part_below(&self, a: &[C64], bound: f64) -> Result<(), InputError> {
         if a.is_empty() {
             return self.err("field \"a_re\" is empty: a system needs at least one mode");
         }
-        if let Some((i, z)) = a.iter().enumerate().find(|(_, z)| z.re >= 0.0) {
+        if let Some((i, z)) = a.iter().enumerate().find(|(_, z)| z.re >= bound) {
             return self.err(format!(
                 "field \"a_re\"[{i}] = {}: the real part of every eigenvalue must be negative (a stable system)",
                 z.re
@@ -285,7 +290,14 @@ pub fn parse(text: &str, file: &str) -> Result<SsmFile, InputError> {
     match kind {
         "diagonal" | "dplr" => {
             let a = ctx.complex(obj, "a", None)?;
-            ctx.stable_modes(&a)?;
+            if kind == "diagonal" {
+                ctx.stable_modes(&a)?;
+            } else {
+                // a DPLR system is stable through its low-rank part: the normal part Λ of LegT,
+                // LagT and FouT lies on the imaginary axis (Re Λ = 0, rounded to ±1e-16)
+                let scale = a.iter().fold(1.0f64, |m, z| m.max(z.norm()));
+                ctx.modes_with_real_part_below(&a, 1e-9 * scale)?;
+            }
             let b = ctx.complex(obj, "b", Some(a.len()))?;
             let c = ctx.complex(obj, "c", Some(a.len()))?;
             if kind == "diagonal" {
@@ -308,6 +320,33 @@ pub fn parse(text: &str, file: &str) -> Result<SsmFile, InputError> {
                 ctx.same_len(&format!("p_re[{r}]"), re.len(), "a_re", a.len())?;
                 ctx.same_len(&format!("p_im[{r}]"), im.len(), "a_re", a.len())?;
                 p.push(re.iter().zip(im).map(|(&x, &y)| C64::new(x, y)).collect());
+            }
+            // the whole system A = diag(Λ, Λ̄) − [p; p̄][p; p̄]* must be stable
+            let m = a.len();
+            let full = statespace_math::linalg::CMat::from_fn(2 * m, 2 * m, |i, j| {
+                let diag = if i == j {
+                    if i < m { a[i] } else { a[i - m].conj() }
+                } else {
+                    C64::new(0.0, 0.0)
+                };
+                let u = |r: &Vec<C64>, k: usize| if k < m { r[k] } else { r[k - m].conj() };
+                diag - p.iter().map(|r| u(r, i) * u(r, j).conj()).sum::<C64>()
+            });
+            if m <= 1024 {
+                let eig = match statespace_math::ptd::eig_complex(&full) {
+                    Ok(e) => e,
+                    Err(e) => return ctx.err(format!("eigenvalues of Λ − PP*: {e}")),
+                };
+                let worst = eig
+                    .lambda
+                    .iter()
+                    .fold(f64::NEG_INFINITY, |w, l| w.max(l.re));
+                if worst >= 0.0 {
+                    return ctx.err(format!(
+                        "the DPLR system diag(Λ) − PP* has an eigenvalue with Re λ = {worst:e} ≥ 0 \
+                         (not a stable system)"
+                    ));
+                }
             }
             Ok(SsmFile::Dplr {
                 dt,

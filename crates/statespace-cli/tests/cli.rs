@@ -200,6 +200,67 @@ fn dplr_form_of_legs_gives_the_dense_legs_kernel() {
     let reference = kernel::dense_kernel(&a, &b, &c, dt, Discretization::Bilinear, l).unwrap();
     let e = rel_err(&k, &reference);
     assert!(e < 1e-11, "{e:e}");
+    // LegT and LagT: their normal part lies on the imaginary axis (Re Λ = 0 up to rounding; the
+    // low-rank part makes them stable); their files were refused before (Re Λ = +7.9e-16)
+    for (name, m) in [("legt", Measure::LegT), ("lagt", Measure::LagT)] {
+        let o = run(&[
+            "hippo",
+            "--measure",
+            name,
+            "--n",
+            "16",
+            "--form",
+            "dplr",
+            "--dt",
+            "0.001",
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let f = write(dir.path(), &format!("{name}.json"), &stdout(&o));
+        let k = kernel_of(&f, &["--length", "300"]);
+        let (a, b) = hippo::transition(m, n).unwrap();
+        let reference = kernel::dense_kernel(&a, &b, &c, dt, Discretization::Bilinear, l).unwrap();
+        let e = rel_err(&k, &reference);
+        assert!(e < 1e-9, "{name}: {e:e}");
+    }
+    // a DPLR file whose whole system Λ − PP* is unstable is refused
+    let unstable = write(
+        dir.path(),
+        "unstable.json",
+        r#"{"kind": "dplr", "dt": 0.1, "a_re": [-0.1], "a_im": [1.0], "p_re": [[0.0]], "p_im": [[0.0]],
+            "b_re": [1.0], "b_im": [0.0], "c_re": [1.0], "c_im": [0.0]}"#,
+    );
+    let o = run(&[
+        "kernel",
+        "--from",
+        unstable.to_str().unwrap(),
+        "--length",
+        "4",
+    ]);
+    assert!(
+        o.status.success(),
+        "a stable one-mode DPLR file: {}",
+        stderr(&o)
+    );
+    std::fs::write(
+        &unstable,
+        r#"{"kind": "dplr", "dt": 0.1, "a_re": [0.0], "a_im": [1.0], "p_re": [[0.0]], "p_im": [[0.0]],
+            "b_re": [1.0], "b_im": [0.0], "c_re": [1.0], "c_im": [0.0]}"#,
+    )
+    .unwrap();
+    let o = run(&[
+        "kernel",
+        "--from",
+        unstable.to_str().unwrap(),
+        "--length",
+        "4",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("Λ − PP*") || stderr(&o).contains("diag(Λ) − PP*"),
+        "{}",
+        stderr(&o)
+    );
     // The dplr kind is bilinear only.
     let o = run(&[
         "kernel",

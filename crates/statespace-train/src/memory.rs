@@ -289,11 +289,15 @@ pub fn param_count(model: &ModelConfig, io: IoShape) -> Result<f64, String> {
 }
 
 /// The heap peak of one probe: a fresh model, a forward (and backward when `train`) at `b`
-/// examples of length `l`.
+/// examples of length `l` (an SGConv kernel spans `l` too: its memory grows with its span).
 fn probe(model: &ModelConfig, io: IoShape, b: usize, l: usize, train: bool) -> Result<f64, String> {
     let start = start_peak();
     {
-        let mut m = Model::<f32>::new(model, io, &mut StdRng::seed_from_u64(0))?;
+        let mut cfg = model.clone();
+        if cfg.kind == statespace_core::model::LayerKind::Sgconv {
+            cfg.l_max = l;
+        }
+        let mut m = Model::<f32>::new(&cfg, io, &mut StdRng::seed_from_u64(0))?;
         let seqs = if io.pair { 2 * b } else { b };
         let (real, tokens);
         let input = if io.vocab > 0 {
@@ -396,8 +400,14 @@ pub fn estimate_model(
     data_to_come: f64,
     training: bool,
 ) -> Result<Estimate, String> {
-    let len = len.max(1);
-    let model_cfg = cfg.model.resolved(len);
+    let model_cfg = cfg.model.resolved(len.max(1));
+    // SGConv's kernel spans l_max, which may exceed the sequence: its memory is estimated at the
+    // longer of the two (an over-estimate of the per-position terms when l_max ≫ L)
+    let len = if model_cfg.kind == statespace_core::model::LayerKind::Sgconv {
+        model_cfg.l_max.max(len).max(1)
+    } else {
+        len.max(1)
+    };
     let params = param_count(&model_cfg, io)?;
     let model = if training {
         4.0 * 4.0 * params + 3.0 * 4.0 * params

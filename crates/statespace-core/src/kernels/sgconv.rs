@@ -276,18 +276,17 @@ impl<T: Float> SequenceKernel<T> for SgConvKernel<T> {
         self.len = len;
         let rows = self.dirs() * self.cfg.channels;
         let me = &*self;
-        let ks: Vec<Vec<f64>> = (0..rows)
-            .into_par_iter()
-            .map(|row| me.kernel_row(store, row))
-            .collect();
         k.clear();
         k.resize(rows * len, T::zero());
-        for (row, kr) in ks.iter().enumerate() {
-            let n = len.min(kr.len());
-            for (o, v) in k[row * len..row * len + n].iter_mut().zip(kr) {
-                *o = T::of(*v);
-            }
-        }
+        // one row at a time per thread: an L_max-long f64 row lives only while it is copied
+        k.par_chunks_mut(len.max(1))
+            .enumerate()
+            .for_each(|(row, out)| {
+                let kr = me.kernel_row(store, row);
+                for (o, v) in out.iter_mut().zip(&kr) {
+                    *o = T::of(*v);
+                }
+            });
     }
 
     fn backward(&mut self, store: &mut ParamStore<T>, dk: &[T]) {
