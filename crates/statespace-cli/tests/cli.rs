@@ -365,6 +365,35 @@ fn bad_arguments_exit_2_with_a_message() {
             "alpha",
         ),
         (vec!["hippo", "--measure", "nope", "--n", "5"], "nope"),
+        // sizes that would end in an allocation abort are refused with the bound
+        (
+            vec!["hippo", "--measure", "legs", "--n", "1000000"],
+            "at most 4096",
+        ),
+        (
+            vec![
+                "kernel",
+                "--init",
+                "legs",
+                "--n",
+                "100000000",
+                "--length",
+                "4",
+            ],
+            "at most 4096",
+        ),
+        (
+            vec![
+                "data",
+                "pathfinder",
+                "--out",
+                "/nonexistent/pf",
+                "--count",
+                "100000000000",
+            ],
+            "--count",
+        ),
+        (vec!["ptd", "--n", "5000"], "at most 4096"),
     ] {
         let o = run(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");

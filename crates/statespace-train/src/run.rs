@@ -270,9 +270,9 @@ pub fn run_with(cfg: &RunConfig, dir: &Path, opts: &RunOptions) -> Result<Summar
     for split in [Split::Train, Split::Val, Split::Test] {
         if task.size(split) == 0 {
             return Err(format!(
-                "the {} split of {:?} is empty: {}",
+                "the {} split of {} is empty: {}",
                 split.name(),
-                cfg.task.name,
+                statespace_core::model::config_name(&cfg.task.name),
                 match split {
                     Split::Train => "check the data directory or task.train_size",
                     Split::Val => "set task.val_size to at least 1",
@@ -439,10 +439,14 @@ pub fn run_with(cfg: &RunConfig, dir: &Path, opts: &RunOptions) -> Result<Summar
             Some(what) if tc.nonfinite == NonFinite::Error => {
                 return Err(format!(
                     "step {} (epoch {}): {what}; lower train.lr, set train.grad_clip, or set \
-                     train.nonfinite = \"skip\" to skip such steps (last.safetensors holds step {})",
+                     train.nonfinite = \"skip\" to skip such steps ({})",
                     st.step + 1,
                     epoch + 1,
-                    st.last_saved
+                    if last.exists() {
+                        format!("last.safetensors holds step {}", st.last_saved)
+                    } else {
+                        "no checkpoint was written yet".into()
+                    }
                 ));
             }
             Some(_) => {

@@ -85,6 +85,12 @@ pub fn run(cmd: &DataCommand) -> Result<(), String> {
             if !(16..=512).contains(&a.size) {
                 return Err(format!("--size {} must be in 16…512", a.size));
             }
+            if a.count == 0 || a.count > 10_000_000 {
+                return Err(format!(
+                    "--count {} must be in 1…10000000 (LRA has 200000 per difficulty)",
+                    a.count
+                ));
+            }
             let d = Difficulty::parse(&a.difficulty).map_err(|e| format!("--difficulty: {e}"))?;
             let pb = bar(a.count, "images");
             pathfinder::generate_dataset(&a.out, a.size, d, a.count, a.seed, |k| {

@@ -74,11 +74,19 @@ pub fn split(z: &[C64]) -> (Vec<f64>, Vec<f64>) {
     )
 }
 
+/// The largest state size of the dense HiPPO operators (N² f64: 128 MiB at 4096).
+pub const MAX_N: usize = 4096;
+
 pub fn run(args: &HippoArgs) -> Result<(), Failure> {
     use std::fmt::Write as _;
     let mut out = String::new();
     let measure = measure_of(args);
     let n = args.n;
+    if n > MAX_N {
+        return Err(Failure::Input(format!(
+            "--n: at most {MAX_N} (the dense N × N operator), got {n}"
+        )));
+    }
     if args.form == Form::Dense {
         let (a, b) = hippo::transition(measure, n)?;
         if args.json {

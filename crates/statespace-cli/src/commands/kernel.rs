@@ -153,6 +153,12 @@ pub fn kernel_of(args: &KernelArgs) -> Result<(Vec<f64>, String), Failure> {
         let Some(n) = args.n else {
             return Err(Failure::Input("--init needs --n (the state size N)".into()));
         };
+        if n > super::hippo::MAX_N {
+            return Err(Failure::Input(format!(
+                "--n: at most {} (the inits are computed from dense N × N operators), got {n}",
+                super::hippo::MAX_N
+            )));
+        }
         if !(args.dt > 0.0 && args.dt.is_finite()) {
             return Err(Failure::Input(format!(
                 "--dt must be positive, got {}",

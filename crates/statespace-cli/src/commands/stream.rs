@@ -15,7 +15,7 @@ pub struct StreamArgs {
 }
 
 pub fn run(args: &StreamArgs) -> Result<(), Failure> {
-    use std::io::{BufRead, Write};
+    use std::io::Write;
     let (_, model, _) = statespace_train::load_model(&args.checkpoint, args.data.as_deref())
         .map_err(Failure::Input)?;
     let mut st = model.stream(1).map_err(|e| {
@@ -28,8 +28,18 @@ pub fn run(args: &StreamArgs) -> Result<(), Failure> {
     let stdin = std::io::stdin().lock();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let (mut x, mut tok, mut line_text) = (vec![0f32; d_in], vec![0u32; 1], String::new());
-    for (no, line) in stdin.lines().enumerate() {
-        let line = line.map_err(|e| Failure::Input(format!("stdin line {}: {e}", no + 1)))?;
+    let mut stdin = stdin;
+    let mut raw = Vec::new();
+    for no in 0.. {
+        // a line is bounded (a stream of one endless line is refused, not buffered)
+        raw.clear();
+        let n = statespace_data::read_bounded_line(&mut stdin, &mut raw)
+            .map_err(|e| Failure::Input(format!("stdin line {}: {e}", no + 1)))?;
+        if n == 0 {
+            break;
+        }
+        let line = std::str::from_utf8(&raw)
+            .map_err(|e| Failure::Input(format!("stdin line {}: not UTF-8 ({e})", no + 1)))?;
         let fields: Vec<&str> = line.split_whitespace().collect();
         if fields.is_empty() {
             continue;
