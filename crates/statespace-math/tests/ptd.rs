@@ -47,7 +47,7 @@ fn objective_gradient_matches_finite_differences() {
 }
 
 #[test]
-#[ignore = "the N = 64 search itself (≈ 6 min); its result ships as data/ptd/legs-n64.safetensors, which \
+#[ignore = "the N = 64 search itself (≈ 3 min); its result ships as data/ptd/legs-n64.safetensors, which \
             statespace-core's tests verify: run with `cargo test -- --ignored legs64`"]
 fn legs64_perturbation_reaches_cond_10_within_5_percent() {
     // The issue's goal (the paper's shipped file: 9.2 at 3.4 %). The search runs in the test (20,000
@@ -70,8 +70,15 @@ fn legs64_perturbation_reaches_cond_10_within_5_percent() {
     let rel = en / norm2(&a).unwrap();
     let ae = CMat::from_fn(n, n, |i, j| p.e[(i, j)] + a[(i, j)]);
     let cond = ptd::eig_complex(&ae).unwrap().cond;
-    assert!(cond <= 10.0, "cond(V) = {cond}");
-    assert!(rel <= 0.05 * (1.0 + 1e-9), "‖E‖₂/‖A‖₂ = {rel}");
+    assert!(cond <= 9.0, "cond(V) = {cond}");
+    assert!(rel <= 0.034 * (1.0 + 1e-9), "‖E‖₂/‖A‖₂ = {rel}");
+    // stable as it is: every eigenvalue of A + E at Re λ ≤ −0.5 (the margin), nothing to flip
+    let max_re = ptd::eig_complex(&ae)
+        .unwrap()
+        .lambda
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, l| m.max(l.re));
+    assert!(max_re <= -0.5 + 1e-9, "max Re λ = {max_re}");
     // a random complex E of the same norm (the facts sheet: median ≈ 64 at 5 %)
     let mut r = StdRng::seed_from_u64(2);
     let rnd = CMat::from_fn(n, n, |_, _| {

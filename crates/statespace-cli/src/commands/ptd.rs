@@ -18,13 +18,19 @@ pub struct PtdArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Search E even where one ships with statespace (N = 2, 4, 16, 32, 64, 128); otherwise the
+    /// Search E even where one ships with statespace (N = 2, 4, 16, 32, 64); otherwise the
     /// shipped one is read.
     #[arg(long)]
     pub search: bool,
-    /// Restarts of the search while cond(V) > 10 (default 3).
+    /// Restarts of the search while cond(V) > 9 (default 3).
     #[arg(long)]
     pub restarts: Option<usize>,
+    /// The search's norm budget ‖E‖₂/‖A‖₂ (default 0.034).
+    #[arg(long)]
+    pub budget: Option<f64>,
+    /// The search's stability margin m: every eigenvalue of A + E at Re λ ≤ −m (default 0.5).
+    #[arg(long)]
+    pub margin: Option<f64>,
     /// Write E as a PTD file (safetensors, format statespace-ptd-1) here.
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
@@ -47,16 +53,26 @@ pub fn run(args: &PtdArgs) -> Result<(), Failure> {
     if let Some(r) = args.restarts {
         opts.max_restarts = r;
     }
+    if let Some(b) = args.budget {
+        if !(b > 0.0 && b <= 1.0) {
+            return Err(Failure::Input(format!(
+                "--budget must lie in (0, 1], got {b}"
+            )));
+        }
+        opts.max_rel_norm = Some(b);
+    }
+    if let Some(m) = args.margin {
+        if !(m >= 0.0 && m.is_finite()) {
+            return Err(Failure::Input(format!(
+                "--margin must be finite and ≥ 0, got {m}"
+            )));
+        }
+        opts.stability_margin = m;
+    }
     let (e, source) = match kptd::shipped(n) {
         Some(file) if !args.search => {
             let f = file.map_err(|e| Failure::Compute(e.to_string()))?;
-            (
-                f.e,
-                format!(
-                    "shipped with statespace (options {})",
-                    f.meta.get("options").map_or("?", |s| s.as_str())
-                ),
-            )
+            (f.e, "shipped with statespace".to_string())
         }
         _ => {
             let dir = kptd::cache_dir();
@@ -97,30 +113,59 @@ pub fn run(args: &PtdArgs) -> Result<(), Failure> {
         eprintln!("wrote {}", path.display());
     }
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let c: Vec<f64> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
-    let omegas: Vec<f64> = (0..=400)
+    let c_rand: Vec<f64> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
+    let mut c_e0 = vec![0.0; n];
+    c_e0[0] = 1.0;
+    // the grid resolves every pole: 401 log points plus the resonance frequency |Im λ| of every
+    // mode of PTD (A + E) and of S4D-LegS, where their narrow peaks lie
+    let mut omegas: Vec<f64> = (0..=400)
         .map(|i| 10f64.powf(-3.0 + 7.0 * i as f64 / 400.0))
         .collect();
-    let t = statespace_math::ptd::transfer_errors(&p.e, &c, &omegas)?;
+    let s4d_legs = statespace_math::s4d::init_a(
+        statespace_math::s4d::DiagInit::LegS,
+        n,
+        &mut StdRng::seed_from_u64(0),
+    )?;
+    omegas.extend(
+        eig.lambda
+            .iter()
+            .chain(&s4d_legs)
+            .map(|l| l.im.abs())
+            .filter(|w| *w > 0.0),
+    );
+    omegas.sort_by(f64::total_cmp);
+    omegas.dedup();
+    let te0 = statespace_math::ptd::transfer_errors(&p.e, &c_e0, &omegas)?;
+    let t = statespace_math::ptd::transfer_errors(&p.e, &c_rand, &omegas)?;
+    let grid = omegas.len();
     if args.json {
         emit(&format!(
             "{}\n",
             json!({"n": n, "source": source, "cond_v": p.cond, "rel_norm": p.rel_norm,
-                   "max_re_lambda": max_re, "unstable_eigenvalues": unstable,
+                   "max_re_lambda": max_re, "unstable_eigenvalues": unstable, "grid_points": grid,
                    "transfer_error_ptd": t.ptd, "transfer_error_ptd_complex": t.ptd_complex,
-                   "transfer_error_s4d_legs": t.s4d})
+                   "transfer_error_s4d_legs": t.s4d,
+                   "transfer_error_e0_ptd": te0.ptd, "transfer_error_e0_ptd_complex": te0.ptd_complex,
+                   "transfer_error_e0_s4d_legs": te0.s4d})
         ))
     } else {
         emit(&format!(
             "PTD LegS N = {n} ({source}): cond(V) = {:.2}, ‖E‖₂/‖A‖₂ = {:.2}%, max Re λ(A + E) = \
              {max_re:.3e} ({unstable} of {n} eigenvalues with Re λ ≥ 0, flipped by the layer)\n\
-             max over ω ∈ [1e-3, 1e4] of |G − G_LegS| / max|G_LegS| (C ~ N(0,1), seed {}):\n\
-             \tPTD (the layer: real part)   {:.3e}\n\tPTD (complex system)         {:.3e}\n\tS4D-LegS                     {:.3e}\n",
+             max over ω of |G − G_LegS| / max|G_LegS|, ω on {grid} points (log grid on [1e-3, 1e4] \
+             plus every pole frequency):\n\
+             \t                             C = e₀        C ~ N(0,1), seed {}\n\
+             \tPTD (the layer: real part)   {:.3e}     {:.3e}\n\
+             \tPTD (complex system)         {:.3e}     {:.3e}\n\
+             \tS4D-LegS                     {:.3e}     {:.3e}\n",
             p.cond,
             100.0 * p.rel_norm,
             args.seed,
+            te0.ptd,
             t.ptd,
+            te0.ptd_complex,
             t.ptd_complex,
+            te0.s4d,
             t.s4d
         ))
     }

@@ -601,7 +601,8 @@ fn shipped_ptd_files_match_their_metadata_and_their_claims() {
     use statespace_math::ptd::eig_complex;
     let sizes = kptd::shipped_sizes();
     // every N the shipped configs use: s4-ptd d_state, s5-ptd d_state / blocks
-    for n in [2, 4, 16, 32, 64, 128] {
+    // (128, the s5-ptd image config's block size, is searched on first use until its file ships)
+    for n in [2, 4, 16, 32, 64] {
         assert!(sizes.contains(&n), "N = {n} does not ship");
     }
     for n in sizes {
@@ -630,13 +631,17 @@ fn shipped_ptd_files_match_their_metadata_and_their_claims() {
         close(eig.cond, "cond_v", 1e-6);
         close(rel, "rel_norm", 1e-9);
         close(max_re, "max_re_lambda", 1e-6);
-        assert!(rel <= 0.05 * (1.0 + 1e-9), "N = {n}: ‖E‖/‖A‖ = {rel}");
         eprintln!(
             "N = {n}: cond(V) = {:.2}, ‖E‖₂/‖A‖₂ = {rel:.4}, max Re λ = {max_re:.3e}",
             eig.cond
         );
+        // the search's constraints: the 3.4 % budget, every eigenvalue at Re λ ≤ −0.5 (S4D-LegS's
+        // own real part: the layer flips nothing and no pole sits near the imaginary axis), and at
+        // N = 64 the conditioning the paper's own E reaches (9.2) beaten
+        assert!(rel <= 0.034 * (1.0 + 1e-9), "N = {n}: ‖E‖/‖A‖ = {rel}");
+        assert!(max_re <= -0.5 + 1e-9, "N = {n}: max Re λ = {max_re}");
         if n == 64 {
-            assert!(eig.cond <= 10.0, "cond(V) = {}", eig.cond);
+            assert!(eig.cond <= 9.0, "cond(V) = {}", eig.cond);
         }
         if n >= 16 {
             // a random complex E of the same norm conditions far worse
@@ -654,10 +659,20 @@ fn shipped_ptd_files_match_their_metadata_and_their_claims() {
             let random = eig_complex(&ar).unwrap().cond;
             assert!(3.0 * eig.cond < random, "{} vs random {random}", eig.cond);
         }
-        // the layer's modes: all N, Re λ forced negative
+        // the layer's modes: all N, exactly the eigenvalues of A + E (none flipped)
         let d = kptd::legs(n).unwrap();
         assert_eq!(d.lambda.len(), n);
-        assert!(d.lambda.iter().all(|l| l.re < 0.0));
+        let mut mine: Vec<C64> = d.lambda.clone();
+        let mut theirs: Vec<C64> = eig.lambda.clone();
+        for v in [&mut mine, &mut theirs] {
+            v.sort_by(|x, y| x.im.total_cmp(&y.im).then(x.re.total_cmp(&y.re)));
+        }
+        for (x, y) in mine.iter().zip(&theirs) {
+            assert!(
+                (x - y).norm() <= 1e-8 * (1.0 + y.norm()),
+                "N = {n}: {x} vs {y}"
+            );
+        }
     }
 }
 
