@@ -18,7 +18,7 @@ pub struct PtdArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Search E even where one ships with statespace (N = 2, 4, 16, 32, 64); otherwise the
+    /// Search E even where one ships with statespace (N = 2, 4, 16, 32, 64, 128); otherwise the
     /// shipped one is read.
     #[arg(long)]
     pub search: bool,

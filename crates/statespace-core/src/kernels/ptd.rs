@@ -12,8 +12,7 @@
 //!
 //! The cost: N modes per channel instead of S4D's N/2.
 //!
-//! **Where E comes from.** For N = 2, 4, 16, 32, 64 (every N the shipped configs use but 128, the
-//! s5-ptd image config's block size, whose stable search did not finish in time) the searched
+//! **Where E comes from.** For every N the shipped configs use (2, 4, 16, 32, 64, 128) the searched
 //! E ships with the library as a self-describing safetensors file (`data/ptd/legs-n{N}.safetensors`,
 //! compiled in; format below), so an s4-ptd or s5-ptd model at those N starts at once. Any other N
 //! is searched on first use (20,000 Adam steps, growing as N³: ≈ 3 min at N = 64 on 2 cores; the
@@ -59,6 +58,7 @@ const SHIPPED: &[(usize, &[u8])] = &[
     (16, include_bytes!("../../data/ptd/legs-n16.safetensors")),
     (32, include_bytes!("../../data/ptd/legs-n32.safetensors")),
     (64, include_bytes!("../../data/ptd/legs-n64.safetensors")),
+    (128, include_bytes!("../../data/ptd/legs-n128.safetensors")),
 ];
 
 /// The state sizes whose perturbation ships with the library.

@@ -601,8 +601,7 @@ fn shipped_ptd_files_match_their_metadata_and_their_claims() {
     use statespace_math::ptd::eig_complex;
     let sizes = kptd::shipped_sizes();
     // every N the shipped configs use: s4-ptd d_state, s5-ptd d_state / blocks
-    // (128, the s5-ptd image config's block size, is searched on first use until its file ships)
-    for n in [2, 4, 16, 32, 64] {
+    for n in [2, 4, 16, 32, 64, 128] {
         assert!(sizes.contains(&n), "N = {n} does not ship");
     }
     for n in sizes {
