@@ -1024,9 +1024,8 @@ fn data_generators_and_lra_run_end_to_end() {
     assert!(stderr(&o).contains("--difficulty") && stderr(&o).contains("extreme"));
 }
 
-#[test]
-fn stream_reads_stdin_and_matches_the_convolution_mode() {
-    use std::io::Write;
+/// A small model trained on the adding problem (L = 20, 2 blocks × H = 8): the run directory.
+fn small_adding_run() -> (tempfile::TempDir, PathBuf) {
     let dir = tmpdir();
     let cfg = write(
         dir.path(),
@@ -1045,6 +1044,13 @@ fn stream_reads_stdin_and_matches_the_convolution_mode() {
         "--quiet",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    (dir, run_dir)
+}
+
+#[test]
+fn stream_reads_stdin_and_matches_the_convolution_mode() {
+    use std::io::Write;
+    let (_dir, run_dir) = small_adding_run();
     let stream = |input: &[u8]| {
         let mut child = bin()
             .args(["stream", "--checkpoint", run_dir.to_str().unwrap()])
@@ -1321,24 +1327,7 @@ fn sigint_saves_the_step_and_the_resumed_run_matches_an_uninterrupted_one() {
 #[test]
 fn non_finite_outputs_and_arguments_are_errors_not_silent() {
     use std::io::Write;
-    let dir = tmpdir();
-    let cfg = write(
-        dir.path(),
-        "adding.toml",
-        "[task]\nname = \"adding\"\nseq_len = 20\ntrain_size = 64\nval_size = 16\ntest_size = 16\n\
-         [model]\nd_model = 8\nn_layers = 2\nd_state = 8\npool = \"mean\"\n\
-         [train]\nepochs = 1\nbatch_size = 16\nthreads = 1\n",
-    );
-    let run_dir = dir.path().join("run");
-    let o = run(&[
-        "train",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--out",
-        run_dir.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (dir, run_dir) = small_adding_run();
     // stream: an input that overflows the model is an error naming the line
     let mut child = bin()
         .args(["stream", "--checkpoint", run_dir.to_str().unwrap()])
