@@ -47,6 +47,10 @@ enum Command {
     /// Run (or load from the cache) the PTD perturbation of LegS for state size N and report cond(V),
     /// ‖E‖/‖A‖ and the transfer-function error against LegS next to S4D-LegS's.
     Ptd(ptd::PtdArgs),
+    /// Reproduce a paper's claim: train and measure, then write a markdown table (with the command,
+    /// time and seed) and a PNG figure to docs/repro/NAME.{md,png}; `--quick` checks the plumbing
+    /// on generated data in under 2 minutes.
+    Repro(repro::ReproArgs),
     /// Train a Long Range Arena task with a model kind and the papers' hyperparameters
     /// (configs/lra/<task>-<model>.toml, built in) and report its test accuracy next to the published one.
     Lra(lra::LraArgs),
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
         Command::Ptd(a) => ptd::run(&a),
         Command::Data(c) => data::run(&c).map_err(Failure::Input),
         Command::Lra(a) => lra::run(&a),
+        Command::Repro(a) => repro::run(&a),
         Command::Stream(a) => stream::run(&a),
         Command::Bench(a) => bench::run(&a).map_err(Failure::Input),
         Command::Generate(a) => generate::run(&a),

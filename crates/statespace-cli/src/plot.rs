@@ -61,6 +61,12 @@ pub fn line_plot(
 /// memory, then written to a temporary file and renamed, so a failed write (a full disk) leaves
 /// the previous file or none, never a truncated one.
 pub fn panels_plot(path: &Path, title: &str, panels: &[Panel<'_>]) -> Result<(), String> {
+    figure(path, title, panels, true)
+}
+
+/// [`panels_plot`], with the x range shared by the panels (`share_x`, steps line up) or each
+/// panel's own (panels over different quantities).
+pub fn figure(path: &Path, title: &str, panels: &[Panel<'_>], share_x: bool) -> Result<(), String> {
     register_font();
     let (w, h) = (1000u32, 200 + 400 * panels.len().max(1) as u32);
     let mut buf = vec![0u8; (w * h * 3) as usize];
@@ -82,6 +88,7 @@ pub fn panels_plot(path: &Path, title: &str, panels: &[Panel<'_>]) -> Result<(),
         let x_range = xs.fold(None, |r: Option<(f64, f64)>, x| {
             Some(r.map_or((x, x), |(a, b)| (a.min(x), b.max(x))))
         });
+        let x_range = x_range.filter(|_| share_x);
         for (area, panel) in areas.iter().zip(panels) {
             draw(area, panel, x_range).map_err(|e| format!("drawing failed: {e}"))?;
         }

@@ -18,7 +18,7 @@ pub mod pathfinder;
 pub mod tasks;
 pub mod text;
 
-pub use tasks::{Batch, InputSpec, SeqTask, Split, TargetSpec, TaskSpec};
+pub use tasks::{Batch, InputSpec, SeqTask, Split, Subset, TargetSpec, TaskSpec};
 
 /// The longest line a text reader accepts (bytes): LRA's longest lines (AAN pairs) are ≈ 100 KB, so
 /// a longer one is a damaged or wrong file, refused before it is held in memory.

@@ -544,3 +544,73 @@ impl SeqTask for CopyingTask {
         Ok(())
     }
 }
+
+// =================================================================================================
+
+/// The first examples of each split of a dataset task: `train_size` / `test_size` of a run on a
+/// dataset (`None` keeps a split whole). The examples keep their indices, so example `i` is the
+/// inner task's example `i`.
+pub struct Subset {
+    inner: Box<dyn SeqTask>,
+    limits: [Option<usize>; 3],
+}
+
+impl Subset {
+    /// Keeps at most `limits[s]` examples of split s (train, validation, test).
+    pub fn new(inner: Box<dyn SeqTask>, limits: [Option<usize>; 3]) -> Self {
+        Self { inner, limits }
+    }
+
+    fn limit(&self, split: Split) -> Option<usize> {
+        self.limits[match split {
+            Split::Train => 0,
+            Split::Val => 1,
+            Split::Test => 2,
+        }]
+    }
+}
+
+impl SeqTask for Subset {
+    fn describe(&self) -> String {
+        let kept: Vec<String> = [Split::Train, Split::Val, Split::Test]
+            .into_iter()
+            .filter(|s| self.limit(*s).is_some())
+            .map(|s| format!("{} {}", self.size(s), s.name()))
+            .collect();
+        format!(
+            "{} (the first {} examples)",
+            self.inner.describe(),
+            kept.join(", ")
+        )
+    }
+    fn spec(&self) -> TaskSpec {
+        self.inner.spec()
+    }
+    fn size(&self, split: Split) -> usize {
+        let n = self.inner.size(split);
+        self.limit(split).map_or(n, |k| k.min(n))
+    }
+    fn fill(&self, split: Split, indices: &[usize], batch: &mut Batch) -> Result<(), DataError> {
+        let n = self.size(split);
+        if let Some(&i) = indices.iter().find(|&&i| i >= n) {
+            return Err(DataError::Setting {
+                field: format!(
+                    "{}_size",
+                    if split == Split::Test {
+                        "test"
+                    } else {
+                        "train"
+                    }
+                ),
+                msg: format!(
+                    "example {i} of the {} split does not exist (the run keeps {n})",
+                    split.name()
+                ),
+            });
+        }
+        self.inner.fill(split, indices, batch)
+    }
+    fn example_len(&self, split: Split, i: usize) -> usize {
+        self.inner.example_len(split, i)
+    }
+}

@@ -224,3 +224,38 @@ fn copying_task_follows_its_rules() {
     assert!(CopyingTask::new(0, 10, 10, [1, 1, 1], 0).is_err());
     assert!(CopyingTask::new(5, 10, 2, [1, 1, 1], 0).is_err());
 }
+
+#[test]
+fn a_subset_keeps_the_first_examples_of_its_splits() {
+    let dir = tempfile::tempdir().unwrap();
+    write_mnist_like(dir.path(), 50, 20);
+    let full = ImageTask::load("test", dir.path(), 10, false, 1).unwrap();
+    let sub = statespace_data::Subset::new(Box::new(full.clone()), [Some(25), None, Some(100)]);
+    // a limit above the split's size keeps it whole
+    assert_eq!(
+        (
+            sub.size(Split::Train),
+            sub.size(Split::Val),
+            sub.size(Split::Test)
+        ),
+        (25, 10, 20)
+    );
+    assert_eq!(sub.spec(), full.spec());
+    assert!(sub.describe().contains("25 train"), "{}", sub.describe());
+    // example i is the whole task's example i
+    let (mut a, mut b) = (Batch::default(), Batch::default());
+    let idx: Vec<usize> = (0..25).rev().collect();
+    sub.fill(Split::Train, &idx, &mut a).unwrap();
+    full.fill(Split::Train, &idx, &mut b).unwrap();
+    assert_eq!(a.real, b.real);
+    assert_eq!(a.labels, b.labels);
+    // an example past the limit is an error naming the setting
+    let e = sub
+        .fill(Split::Train, &[3, 25], &mut a)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("task.train_size") && e.contains("example 25"),
+        "{e}"
+    );
+}

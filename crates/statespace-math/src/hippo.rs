@@ -277,3 +277,22 @@ pub fn normal_part(a: &RMat, p: &[Vec<f64>]) -> RMat {
         a[(i, k)] + p.iter().map(|pr| pr[i] * pr[k]).sum::<f64>()
     })
 }
+
+/// The basis functions of the time-invariant LegS system ("How to Train Your HiPPO", Gu et al.
+/// 2022): the impulse response `e^{tA}B` of `x' = Ax + Bu` with LegS `(A, B)` is
+///
+/// ```text
+/// K_n(t) = √(2n+1) · e^{−t} · P_n(2e^{−t} − 1),   n = 0 … N−1
+/// ```
+///
+/// Legendre polynomials in the exponentially warped time `e^{−t}`, weighted by the measure
+/// `e^{−t}`: S4 with LegS projects the input history onto them, and the step Δ of a discretized
+/// layer sets how many steps one unit of `t` spans — its memory length.
+pub fn legs_basis(n: usize, t: f64) -> Vec<f64> {
+    let x = (-t).exp();
+    crate::linalg::legendre_all(n, 2.0 * x - 1.0)
+        .into_iter()
+        .enumerate()
+        .map(|(k, p)| ((2 * k + 1) as f64).sqrt() * x * p)
+        .collect()
+}

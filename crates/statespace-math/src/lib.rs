@@ -19,9 +19,11 @@
 //! - [`discretize`]: ZOH, bilinear and DSS discretizations;
 //! - [`kernel`]: dense Krylov, diagonal Vandermonde and DPLR Cauchy/Woodbury kernels, transfer functions;
 //! - [`approx`]: HiPPO online function approximation (LegS, LegT) and reconstruction;
+//! - [`delay`]: memory of a discretized SSM: how much of a delayed input its state still holds;
 //! - [`linalg`]: the small dense helpers (matrix exponential, solves, special functions).
 
 pub mod approx;
+pub mod delay;
 pub mod discretize;
 pub mod dplr;
 pub mod hippo;

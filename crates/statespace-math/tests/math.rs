@@ -703,3 +703,86 @@ proptest! {
         prop_assert!((hd - hw).norm() <= 1e-9 * (1.0 + hd.norm()));
     }
 }
+
+#[test]
+fn legs_basis_is_the_impulse_response_of_legs() {
+    let n = 32;
+    let (a, b) = hippo::transition(Measure::LegS, n).unwrap();
+    for t in [0.0, 0.05, 0.7, 2.5, 6.0] {
+        let e = linalg::expm(&Mat::from_fn(n, n, |i, j| t * a[(i, j)]));
+        let k = hippo::legs_basis(n, t);
+        for (i, ki) in k.iter().enumerate() {
+            let dense: f64 = (0..n).map(|j| e[(i, j)] * b[j]).sum();
+            assert!(
+                (dense - ki).abs() < 1e-12,
+                "t = {t}, n = {i}: {dense} vs {ki}"
+            );
+        }
+    }
+}
+
+#[test]
+fn delay_recall_of_one_mode_is_its_autocorrelation() {
+    // x_k = a x_{k−1} + b u_k with white u: corr(x_k, u_{k−d})² = a^{2d}(1 − a²)
+    use statespace_math::delay::delay_recall;
+    let (lambda, dt) = (2.0, 0.1);
+    let a_bar = (1.0 - lambda * dt / 2.0) / (1.0 + lambda * dt / 2.0);
+    let a = Mat::from_fn(1, 1, |_, _| -lambda);
+    let delays = [0usize, 1, 3, 10];
+    let r2 = delay_recall(&a, &[1.0], dt, &delays, 200_000, 1, 7).unwrap();
+    for (&d, got) in delays.iter().zip(&r2) {
+        let want = a_bar.powi(2 * d as i32) * (1.0 - a_bar * a_bar);
+        assert!((got - want).abs() < 0.01, "d = {d}: {got} vs {want}");
+    }
+    // the input averaged over w steps: the state of the system is unchanged in kind, and an
+    // empty averaging window is refused
+    assert!(delay_recall(&a, &[1.0], dt, &delays, 1000, 0, 7).is_err());
+    assert!(delay_recall(&a, &[1.0], dt, &delays, 1, 1, 7).is_err());
+}
+
+#[test]
+fn the_best_step_of_a_delay_is_inverse_to_it_for_legt() {
+    // LegT remembers a window of fixed length in time: the step that recalls d steps back best
+    // is ∝ 1/d
+    use statespace_math::delay::{best_step, delay_recall};
+    let n = 16;
+    let (a, b) = hippo::transition(Measure::LegT, n).unwrap();
+    let dts: Vec<f64> = (0..=24)
+        .map(|i| 10f64.powf(-3.0 + 3.0 * i as f64 / 24.0))
+        .collect();
+    let delays = [10usize, 40];
+    let r2: Vec<Vec<f64>> = dts
+        .iter()
+        .map(|&dt| delay_recall(&a, &b, dt, &delays, 4000, 4, 1).unwrap())
+        .collect();
+    let best: Vec<f64> = (0..delays.len())
+        .map(|i| {
+            let col: Vec<f64> = r2.iter().map(|r| r[i]).collect();
+            let (dt, r) = best_step(&dts, &col).unwrap();
+            assert!(r > 0.5, "delay {}: best R² {r}", delays[i]);
+            dt
+        })
+        .collect();
+    let ratio = best[0] / best[1];
+    assert!(
+        (2.8..5.7).contains(&ratio),
+        "Δ*(10)/Δ*(40) = {ratio} (4 expected)"
+    );
+}
+
+#[test]
+fn best_step_finds_the_vertex_of_a_parabola_in_log_step() {
+    use statespace_math::delay::best_step;
+    let dts: Vec<f64> = (0..9).map(|i| 10f64.powf(-2.0 + 0.25 * i as f64)).collect();
+    let peak = 0.037f64;
+    let r2: Vec<f64> = dts
+        .iter()
+        .map(|d| 0.9 - 0.1 * (d.ln() - peak.ln()).powi(2))
+        .collect();
+    let (dt, r) = best_step(&dts, &r2).unwrap();
+    assert!((dt / peak - 1.0).abs() < 1e-9, "{dt}");
+    assert!((r - r2.iter().cloned().fold(f64::MIN, f64::max)).abs() < 1e-15);
+    // at the edge of the grid: the edge itself
+    let rising: Vec<f64> = (0..9).map(|i| i as f64).collect();
+    assert_eq!(best_step(&dts, &rising).unwrap().0, dts[8]);
+}

@@ -40,7 +40,18 @@ pub fn evaluate(
     split: Split,
     batch_size: usize,
 ) -> Result<Score, String> {
-    let size = task.size(split);
+    evaluate_first(model, task, split, batch_size, None)
+}
+
+/// Evaluates the first `limit` examples of `split` (all for `None`) in evaluation mode.
+pub fn evaluate_first(
+    model: &mut Model<f32>,
+    task: &dyn SeqTask,
+    split: Split,
+    batch_size: usize,
+    limit: Option<usize>,
+) -> Result<Score, String> {
+    let size = task.size(split).min(limit.unwrap_or(usize::MAX));
     if size == 0 {
         return Err(format!(
             "the {} split is empty: there is nothing to score",

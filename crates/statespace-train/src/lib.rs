@@ -17,7 +17,7 @@ pub mod run_dir;
 pub mod tasks;
 
 pub use config::{NonFinite, RunConfig, TrainConfig, init_threads};
-pub use eval::{TRIM_MULTIPLE, batch_loss, evaluate};
+pub use eval::{TRIM_MULTIPLE, batch_loss, evaluate, evaluate_first};
 pub use metrics::Score;
 pub use run::{Outcome, Progress, RunOptions, Summary, run, run_with};
 pub use run_dir::{

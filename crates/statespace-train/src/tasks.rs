@@ -62,10 +62,12 @@ pub struct TaskConfig {
     /// Validation examples (image tasks: held out of the training file; default 10000 / 1000).
     #[serde(default)]
     pub val_size: Option<usize>,
-    /// Training examples of generated tasks.
+    /// Training examples: generated tasks generate this many (default 20000); dataset tasks keep
+    /// the first this many of their training split (default all).
     #[serde(default)]
     pub train_size: Option<usize>,
-    /// Test examples of generated tasks.
+    /// Test examples: generated tasks generate this many (default 1000); dataset tasks keep the
+    /// first this many of their test split (default all).
     #[serde(default)]
     pub test_size: Option<usize>,
     /// Adding problem: sequence length T. ListOps: the model's length (longer examples are
@@ -145,7 +147,14 @@ pub fn build_task(
             cfg.test_size.unwrap_or(1000),
         ]
     };
-    let task = build_base_task(cfg, data, seed, gen_sizes())?;
+    let mut task = build_base_task(cfg, data, seed, gen_sizes())?;
+    if !crate::memory::generated(cfg.name) && (cfg.train_size.is_some() || cfg.test_size.is_some())
+    {
+        task = Box::new(statespace_data::Subset::new(
+            task,
+            [cfg.train_size, None, cfg.test_size],
+        ));
+    }
     match cfg.noise_pad {
         Some(p) if p > 0 => Ok(Box::new(
             statespace_data::memory::NoisePadded::new(task, p, seed).map_err(|e| e.to_string())?,

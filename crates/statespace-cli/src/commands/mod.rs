@@ -8,6 +8,7 @@ pub mod hippo;
 pub mod kernel;
 pub mod lra;
 pub mod ptd;
+pub mod repro;
 pub mod robustness;
 pub mod stream;
 pub mod train;

@@ -116,25 +116,7 @@ pub fn run(args: &PtdArgs) -> Result<(), Failure> {
     let c_rand: Vec<f64> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
     let mut c_e0 = vec![0.0; n];
     c_e0[0] = 1.0;
-    // the grid resolves every pole: 401 log points plus the resonance frequency |Im λ| of every
-    // mode of PTD (A + E) and of S4D-LegS, where their narrow peaks lie
-    let mut omegas: Vec<f64> = (0..=400)
-        .map(|i| 10f64.powf(-3.0 + 7.0 * i as f64 / 400.0))
-        .collect();
-    let s4d_legs = statespace_math::s4d::init_a(
-        statespace_math::s4d::DiagInit::LegS,
-        n,
-        &mut StdRng::seed_from_u64(0),
-    )?;
-    omegas.extend(
-        eig.lambda
-            .iter()
-            .chain(&s4d_legs)
-            .map(|l| l.im.abs())
-            .filter(|w| *w > 0.0),
-    );
-    omegas.sort_by(f64::total_cmp);
-    omegas.dedup();
+    let omegas = resolved_omegas(n, &eig.lambda)?;
     let te0 = statespace_math::ptd::transfer_errors(&p.e, &c_e0, &omegas)?;
     let t = statespace_math::ptd::transfer_errors(&p.e, &c_rand, &omegas)?;
     let grid = omegas.len();
@@ -169,4 +151,28 @@ pub fn run(args: &PtdArgs) -> Result<(), Failure> {
             t.s4d
         ))
     }
+}
+
+/// The frequency grid that resolves every pole: 401 log points on [1e-3, 1e4] plus the resonance
+/// frequency |Im λ| of every eigenvalue in `poles` and of every mode of S4D-LegS(N), where their
+/// narrow peaks lie.
+pub fn resolved_omegas(n: usize, poles: &[num_complex::Complex64]) -> Result<Vec<f64>, Failure> {
+    let mut omegas: Vec<f64> = (0..=400)
+        .map(|i| 10f64.powf(-3.0 + 7.0 * i as f64 / 400.0))
+        .collect();
+    let s4d_legs = statespace_math::s4d::init_a(
+        statespace_math::s4d::DiagInit::LegS,
+        n,
+        &mut StdRng::seed_from_u64(0),
+    )?;
+    omegas.extend(
+        poles
+            .iter()
+            .chain(&s4d_legs)
+            .map(|l| l.im.abs())
+            .filter(|w| *w > 0.0),
+    );
+    omegas.sort_by(f64::total_cmp);
+    omegas.dedup();
+    Ok(omegas)
 }

@@ -22,7 +22,8 @@ task.name; `--set section.key=value` overrides any field):
   val_size      validation examples (images: held out of the training files; text: 0 = use test)
                                                                             [10000 | 5000 | 0 | 1000]
   normalize     standardize pixels by the training mean and std                     [true]
-  train_size, test_size   examples of the generated tasks                          [20000, 1000]
+  train_size, test_size   generated tasks: examples generated [20000, 1000]; dataset tasks: keep
+                          the first this many of the split                   [all]
   seq_len       adding: T [1000]; listops/text/retrieval: longest sequence (longer ones are cut)
                 [longest | 4096 | 4000]; selective_copying: noise span [200]; mqar, induction_heads:
                 length [256]

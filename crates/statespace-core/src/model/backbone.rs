@@ -392,6 +392,16 @@ impl<T: Float> Model<T> {
         Ok(blk.ssm.map.impulse_responses(&self.store, len))
     }
 
+    /// The step Δ of each channel of block `layer`'s sequence map (S5: the mean of its per-state
+    /// steps), the grid `t = k·Δ` the PTD noise test uses; `None` for a map without a step (SGConv).
+    pub fn layer_steps(&self, layer: usize) -> Result<Option<Vec<f64>>, Error> {
+        let nb = self.blocks.len();
+        let blk = self.blocks.get(layer).ok_or_else(|| {
+            Error::Invalid(format!("layer {layer} does not exist (the model has {nb})"))
+        })?;
+        Ok(blk.ssm.map.channel_steps(&self.store))
+    }
+
     /// Gradient of the loss with respect to a real input of the last forward/backward (`[B, d_in, L]`).
     pub fn input_grad(&self) -> &[T] {
         &self.grad_b
