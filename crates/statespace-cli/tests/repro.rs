@@ -137,11 +137,15 @@ fn every_experiment_runs_quick_and_writes_its_table_and_figure() {
         let r = row(&md, n, "");
         assert!(num(&r[3]) < 1e-10, "{r:?}");
     }
+    // (columns: measure, two delays, slope of Δ*, slope of the edge, memory d·Δ_edge)
     for m in ["LegT", "FouT"] {
         let r = row(&md, m, "Δ*");
-        let slope = num(&r[3]);
-        assert!((-1.3..=-0.7).contains(&slope), "{m}: {r:?}");
+        let slope = num(&r[4]);
+        assert!((-1.2..=-0.8).contains(&slope), "{m}: {r:?}");
     }
+    // LegT's window: A and B are halved as in the S4 code, so θ = 2 time units
+    let legt = row(&md, "LegT", "Δ*");
+    assert!((1.5..=2.5).contains(&num(&legt[5])), "{legt:?}");
 
     // s4d-inits: the band-limited error of S4D-LegS against S4-LegS falls as N grows
     let md = report(&out, "s4d-inits");

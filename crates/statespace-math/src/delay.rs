@@ -7,7 +7,9 @@
 //!                                                    band-limited to ≈ 1/w cycles per step)
 //! R²(d) = 1 − min_c Σ_k (u_{k−d} − c·x_k)² / Σ_k u_{k−d}²
 //!       = ‖Qᵀ y_d‖² / ‖y_d‖²      X = [x_k]_k = QR (thin),  y_d = (u_{k−d})_k
-//! the delay task at delay d: the step Δ*(d) = argmax_Δ R²(d; Δ) that solves it best
+//! the delay task at delay d: the step Δ*(d) = argmax_Δ R²(d; Δ) that solves it best, and the
+//! memory edge Δ_edge(d) = the largest Δ with R²(d; Δ) ≥ ½·max_Δ R²(d; Δ): d·Δ_edge is the memory
+//! length in time units (the window θ of a translated measure)
 //! ```
 //!
 //! R²(d) is the fraction of the input d steps back that the best linear readout of the state
@@ -131,4 +133,24 @@ pub fn best_step(dts: &[f64], r2: &[f64]) -> Option<(f64, f64)> {
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The memory edge of a delay: the largest step of the increasing `dts` at which R² is still at
+/// least half its maximum over the grid (linear in log Δ between the two grid points around the
+/// crossing). Past it the state no longer reaches d steps back: `d·Δ_edge` is the memory length in
+/// time units, the window θ itself for a translated measure. `None` for an empty grid or a
+/// maximum of 0.
+pub fn memory_edge(dts: &[f64], r2: &[f64]) -> Option<f64> {
+    let top = r2.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if top.is_nan() || top <= 0.0 {
+        return None;
+    }
+    let half = 0.5 * top;
+    let last = r2.iter().rposition(|&r| r >= half)?;
+    if last + 1 == dts.len() {
+        return Some(dts[last]);
+    }
+    let (x0, x1) = (dts[last].ln(), dts[last + 1].ln());
+    let t = (r2[last] - half) / (r2[last] - r2[last + 1]);
+    Some((x0 + t * (x1 - x0)).exp())
 }

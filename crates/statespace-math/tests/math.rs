@@ -786,3 +786,15 @@ fn best_step_finds_the_vertex_of_a_parabola_in_log_step() {
     let rising: Vec<f64> = (0..9).map(|i| i as f64).collect();
     assert_eq!(best_step(&dts, &rising).unwrap().0, dts[8]);
 }
+
+#[test]
+fn memory_edge_is_where_recall_falls_to_half_its_best() {
+    use statespace_math::delay::memory_edge;
+    let dts = [0.001, 0.01, 0.1, 1.0];
+    // R² 0.8 up to Δ = 0.01, then 0.2: half of 0.8 is crossed at t = (0.8 − 0.4)/(0.8 − 0.2) = 2/3
+    // of the way from log 0.01 to log 0.1
+    let e = memory_edge(&dts, &[0.6, 0.8, 0.2, 0.0]).unwrap();
+    assert!((e.log10() - (-2.0 + 2.0 / 3.0)).abs() < 1e-12, "{e}");
+    assert_eq!(memory_edge(&dts, &[0.1, 0.2, 0.3, 0.4]), Some(1.0));
+    assert_eq!(memory_edge(&dts, &[0.0; 4]), None);
+}

@@ -95,6 +95,9 @@ pub struct Ctx {
     pub threads: usize,
     stop: Arc<AtomicBool>,
     t0: Instant,
+    /// Runs of this experiment trained by this invocation, and runs read back (trained before).
+    trained: std::cell::Cell<usize>,
+    read_back: std::cell::Cell<usize>,
 }
 
 pub fn run(args: &ReproArgs) -> Result<(), Failure> {
@@ -130,6 +133,8 @@ pub fn run(args: &ReproArgs) -> Result<(), Failure> {
         threads,
         stop,
         t0: Instant::now(),
+        trained: std::cell::Cell::new(0),
+        read_back: std::cell::Cell::new(0),
     };
     let report = match args.name {
         Repro::PtdConditioning => ptd_conditioning::run(&ctx)?,
@@ -225,6 +230,11 @@ impl Ctx {
                 Failure::Input(e)
             }
         })?;
+        if s.outcome == train::Outcome::AlreadyFinished {
+            self.read_back.set(self.read_back.get() + 1);
+        } else {
+            self.trained.set(self.trained.get() + 1);
+        }
         if s.outcome == train::Outcome::Stopped {
             return Err(self.stopped(&format!("in run {label} at step {}", s.steps)));
         }
@@ -355,7 +365,7 @@ impl Report {
             "# {}\n\n\
              - command: `statespace {}`\n\
              - seed: {}{}\n\
-             - time: {} on {}\n\
+             - time: {} on {}{}\n\
              - figure: [{}.png]({}.png)\n\n\
              {}",
             self.title,
@@ -369,6 +379,15 @@ impl Report {
             },
             train::run::format_duration(ctx.t0.elapsed().as_secs_f64()),
             machine(ctx.threads),
+            match (ctx.trained.get(), ctx.read_back.get()) {
+                (_, 0) => String::new(),
+                (t, r) => format!(
+                    " — {r} of its {} runs were read back from {} (trained by an earlier \
+                     invocation, not timed here)",
+                    t + r,
+                    ctx.work.display()
+                ),
+            },
             ctx.name.name(),
             ctx.name.name(),
             self.body

@@ -406,10 +406,9 @@ pub fn run(ctx: &Ctx) -> Result<Report, Failure> {
         "What it shows: {}. At the paper's amplitude (a = 0.1) no kind loses more than {:.2} \
          points, so {}. The PTD kinds' clean accuracy differs from their counterparts' by \
          {:+.2} (S4-PTD − S4D) and {:+.2} (S5-PTD − S5) points after the same steps; they lose 5 \
-         points at a = {:.2} and {:.2}, against {:.2} (S4D) and {:.2} (S5). The layer gains \
-         say why the noise does little: at ω = 325.4 every kind's trained filters pass less \
-         than their mean-square gain (the table above), the input is standardized per layer, \
-         and a·U[0,1) at a = 0.1 is a twentieth of it.",
+         points at a = {:.2} and {:.2}, against {:.2} (S4D) and {:.2} (S5). At ω = 325.4 the \
+         trained filters' mean gain relative to their mean-square gain is {} (the table above); \
+         the layer inputs are normalized to unit scale, and a·U[0,1) at a = 0.1 averages 0.05.",
         verdict.join("; "),
         100.0 * max_drop,
         if reproduced {
@@ -423,7 +422,19 @@ pub fn run(ctx: &Ctx) -> Result<Report, Failure> {
         a5(2),
         a5(4),
         a5(0),
-        a5(3)
+        a5(3),
+        {
+            let g: Vec<String> = (0..KINDS.len())
+                .map(|k| {
+                    format!(
+                        "{} {:.2}",
+                        KINDS[k],
+                        mean_sd(&col(k, &|m| m.gains[paper_gain_idx])).0
+                    )
+                })
+                .collect();
+            g.join(", ")
+        }
     ));
     r.text(&format!(
         "The config of the first run:\n\n```toml\n{example_cfg}```"

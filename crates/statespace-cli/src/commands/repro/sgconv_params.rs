@@ -75,6 +75,7 @@ pub fn run(ctx: &Ctx) -> Result<Report, Failure> {
     let total = cases.len() * seeds.len();
     let mut rows = Vec::new();
     let mut points: Vec<(String, f64, f64)> = Vec::new();
+    let mut stats: Vec<(String, String, f64, f64)> = Vec::new(); // (budget, kind, mean, sd)
     let mut i = 0;
     for (what, kind, h, p) in &cases {
         let mut accs = Vec::new();
@@ -92,6 +93,8 @@ pub fn run(ctx: &Ctx) -> Result<Report, Failure> {
             pct_mean_sd(&accs),
         ]);
         points.push((kind.to_string(), *p as f64, 100.0 * mean_sd(&accs).0));
+        let (m, sd) = mean_sd(&accs);
+        stats.push((what.clone(), kind.to_string(), m, sd));
     }
     let mut r = Report::new("SGConv vs S4D at matched and halved parameter counts");
     r.text(
@@ -110,19 +113,49 @@ pub fn run(ctx: &Ctx) -> Result<Report, Failure> {
         &["budget", "kind", "H", "parameters", "test accuracy"],
         &rows,
     );
-    let get = |what: &str, kind: &str| {
-        rows.iter()
-            .find(|r| r[0] == what && r[1] == kind)
-            .map(|r| r[4].clone())
-            .unwrap_or_default()
+    let n_seeds = seeds.len() as f64;
+    let verdict: Vec<String> = ["matched", "halved"]
+        .iter()
+        .map(|what| {
+            let get = |kind: &str| {
+                stats
+                    .iter()
+                    .find(|s| s.0 == *what && s.1 == kind)
+                    .map_or((f64::NAN, f64::NAN), |s| (s.2, s.3))
+            };
+            let ((ms, ss), (mg, sg)) = (get("s4d"), get("sgconv"));
+            let se = (ss * ss / n_seeds + sg * sg / n_seeds).sqrt();
+            let d = mg - ms;
+            format!(
+                "{what}: SGConv − S4D = {:+.2} points (standard error {:.2}; {})",
+                100.0 * d,
+                100.0 * se,
+                if d.abs() > 2.0 * se {
+                    if d > 0.0 {
+                        "SGConv better beyond two standard errors"
+                    } else {
+                        "S4D better beyond two standard errors"
+                    }
+                } else {
+                    "within two standard errors: no difference at this scale"
+                }
+            )
+        })
+        .collect();
+    let cost = |kind: &str| {
+        let m = |what: &str| {
+            stats
+                .iter()
+                .find(|s| s.0 == what && s.1 == kind)
+                .map_or(f64::NAN, |s| s.2)
+        };
+        100.0 * (m("matched") - m("halved"))
     };
     r.text(&format!(
-        "What it shows: matched — S4D {}, SGConv {}; halved — S4D {}, SGConv {} (mean ± sd of \
-         the seeds; a difference inside the spread is no difference at this scale).",
-        get("matched", "s4d"),
-        get("matched", "sgconv"),
-        get("halved", "s4d"),
-        get("halved", "sgconv")
+        "What it shows: {}. Halving the parameters costs S4D {:.2} and SGConv {:.2} points.",
+        verdict.join("; "),
+        cost("s4d"),
+        cost("sgconv")
     ));
     let series: Vec<Series> = ["s4d", "sgconv"]
         .iter()
