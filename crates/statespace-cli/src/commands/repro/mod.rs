@@ -65,9 +65,10 @@ pub struct ReproArgs {
     /// Toy sizes on generated data (≤ 2 min): checks the plumbing, not the claim.
     #[arg(long)]
     pub quick: bool,
-    /// Where the table (NAME.md) and the figure (NAME.png) go.
-    #[arg(long, default_value = "docs/repro")]
-    pub out: PathBuf,
+    /// Where the table (NAME.md) and the figure (NAME.png) go [default: docs/repro; with --quick
+    /// WORK/NAME/quick, so toy numbers never replace the committed ones].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Where the experiment's training runs go (kept, so a stopped experiment resumes).
     #[arg(long, default_value = "runs/repro")]
     pub work: PathBuf,
@@ -119,14 +120,21 @@ pub fn run(args: &ReproArgs) -> Result<(), Failure> {
         .work
         .join(args.name.name())
         .join(if args.quick { "quick" } else { "full" });
-    for dir in [&args.out, &work] {
+    let out = args.out.clone().unwrap_or_else(|| {
+        if args.quick {
+            work.clone()
+        } else {
+            PathBuf::from("docs/repro")
+        }
+    });
+    for dir in [&out, &work] {
         std::fs::create_dir_all(dir)
             .map_err(|e| Failure::Input(format!("{}: cannot create it: {e}", dir.display())))?;
     }
     let ctx = Ctx {
         name: args.name,
         quick: args.quick,
-        out: args.out.clone(),
+        out,
         work,
         data: args.data.clone(),
         seed: args.seed,
