@@ -40,6 +40,20 @@ impl From<statespace_math::MathError> for Failure {
     }
 }
 
+/// A flag set by SIGINT or SIGTERM, checked by long work between steps so it can save and stop
+/// (exit 130); a second signal exits at once.
+pub fn stop_flag() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>, Failure> {
+    use std::sync::Arc;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // the exit on a second signal must be registered before the flag it tests
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
+            .map_err(|e| Failure::Compute(format!("cannot install the signal handler: {e}")))?;
+    }
+    Ok(stop)
+}
+
 /// Formats a value exactly (shortest round-trip) and readably.
 pub fn fmt_value(x: f64) -> String {
     let ax = x.abs();

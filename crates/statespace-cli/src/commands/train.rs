@@ -108,15 +108,7 @@ pub fn execute(
         })
         .transpose()?;
     use std::io::IsTerminal;
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // the exit on a second signal must be registered before the flag it tests
-        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
-            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
-            .map_err(|e| Failure::Compute(format!("cannot install the signal handler: {e}")))?;
-    }
+    let stop = super::stop_flag()?;
     let progress = if quiet {
         train::Progress::Silent
     } else if std::io::stderr().is_terminal() {

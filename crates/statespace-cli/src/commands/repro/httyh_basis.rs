@@ -139,14 +139,7 @@ pub fn run(ctx: &Ctx) -> Result<Report, Failure> {
             }
             best_curves[mi].push(((d as f64).log10(), edge.log10()));
         }
-        let slope_of = |logs: &[(f64, f64)]| {
-            let mx = logs.iter().map(|p| p.0).sum::<f64>() / logs.len() as f64;
-            let my = logs.iter().map(|p| p.1).sum::<f64>() / logs.len() as f64;
-            let sxy: f64 = logs.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-            let sxx: f64 = logs.iter().map(|p| (p.0 - mx).powi(2)).sum();
-            sxy / sxx
-        };
-        let (slope_best, slope) = (slope_of(&logs_best), slope_of(&logs_edge));
+        let (slope_best, slope) = (super::slope(&logs_best), super::slope(&logs_edge));
         let c = products.iter().sum::<f64>() / products.len() as f64;
         slopes.push((name, slope, c));
         row.push(format!("{slope_best:.3}"));

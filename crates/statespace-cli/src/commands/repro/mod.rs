@@ -102,12 +102,7 @@ pub struct Ctx {
 }
 
 pub fn run(args: &ReproArgs) -> Result<(), Failure> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
-            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
-            .map_err(|e| Failure::Compute(format!("cannot install the signal handler: {e}")))?;
-    }
+    let stop = super::stop_flag()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = args.threads.unwrap_or(cores);
     if threads == 0 || threads > 4 * cores {
@@ -428,6 +423,15 @@ pub fn machine(threads: usize) -> String {
         .map(|s| format!(", L2 {}/core", s.trim()))
         .unwrap_or_default();
     format!("{model} ({isa}){l2}, {threads} threads")
+}
+
+/// The least-squares slope of y against x over `points` (NaN for fewer than two distinct x).
+pub fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>()
+        / points.iter().map(|p| (p.0 - mx).powi(2)).sum::<f64>()
 }
 
 /// `mean ± sd` of `xs` in percent (sample sd; `±0` for one value).

@@ -163,13 +163,7 @@ pub fn run(ctx: &Ctx) -> Result<Report, Failure> {
             k0_curves.push((n, ts.iter().zip(&d[0]).map(|(t, x)| (*t, *x)).collect()));
         }
     }
-    let slope = {
-        let m = band10.len() as f64;
-        let mx = band10.iter().map(|p| p.0).sum::<f64>() / m;
-        let my = band10.iter().map(|p| p.1).sum::<f64>() / m;
-        band10.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>()
-            / band10.iter().map(|p| (p.0 - mx).powi(2)).sum::<f64>()
-    };
+    let slope = super::slope(&band10);
     r.table(
         "(ii) S4D-LegS's basis functions (the normal part A + PPᵀ with B/2) against S4-LegS's \
          (A, B; K_n(t) = √(2n+1)·e^{−t}·P_n(2e^{−t} − 1), the same for every N), in LegS's own \
@@ -312,5 +306,5 @@ fn init_name(init: &str) -> &'static str {
 }
 
 fn mean(xs: &[f64]) -> f64 {
-    xs.iter().sum::<f64>() / xs.len().max(1) as f64
+    super::mean_sd(xs).0
 }
