@@ -15,6 +15,7 @@ use statespace_core::engine::fftconv::FftConv;
 use statespace_core::engine::layers::{self, Pool};
 use statespace_core::engine::optim::{AdamW, OptimConfig};
 use statespace_core::engine::params::ParamStore;
+use statespace_core::engine::simd::{self, Isa};
 use statespace_core::kernels::SequenceKernel;
 use statespace_core::kernels::discretize::Disc;
 use statespace_core::kernels::s4d::{S4dConfig, S4dKernel};
@@ -53,6 +54,8 @@ pub struct Record {
     /// Measured single-core read bandwidth for a buffer of `bytes` (GB/s), and so the floor
     /// `bytes / bandwidth` on the call's time.
     pub read_gbps: Option<f64>,
+    /// The floor `bytes / (read_gbps·10⁹)` over the median time (1 = at the memory floor).
+    pub frac_floor: Option<f64>,
 }
 
 /// Calls `f` at least `min_reps` times and for at least `min_secs`; returns (median, min, reps).
@@ -86,137 +89,56 @@ pub fn peak_rss_bytes() -> Option<u64> {
 }
 
 /// Measured f32 FMA throughput of this machine.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Peak {
-    /// GFLOP/s (an FMA counts 2) on one core with 256-bit FMA (AVX2), if available.
-    pub avx2_1: Option<f64>,
-    /// The same with 512-bit FMA (AVX-512F), if available.
-    pub avx512_1: Option<f64>,
-    /// Widest available, all `threads` cores together.
+    /// GFLOP/s (an FMA counts 2) on one core, for each instruction set this CPU runs, widest first
+    /// (`avx512`, `avx2`, `portable`, …).
+    pub one_core: Vec<(String, f64)>,
+    /// The instruction set the kernels dispatch to ([`simd::isa`]), which `best_all` measures.
+    pub isa: String,
+    /// That instruction set, all `threads` cores together.
     pub best_all: f64,
     /// Cores used for `best_all`.
     pub threads: usize,
 }
 
 impl Peak {
-    /// Peak GFLOP/s of `threads` cores (the widest FMA, scaled from the all-cores figure).
+    /// Peak GFLOP/s of `threads` cores (the dispatched FMA width, scaled from the all-cores figure).
     pub fn of(&self, threads: usize) -> f64 {
         self.best_all * threads as f64 / self.threads as f64
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod fma {
-    use std::arch::x86_64::*;
-    const CHAINS: usize = 12;
-
-    /// `iters × 12 × 8` independent FMAs (12 chains hide the 4-cycle latency on 2 ports).
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn avx2(iters: u64) -> f32 {
-        let a = _mm256_set1_ps(0.999_999);
-        let b = _mm256_set1_ps(1e-7);
-        let mut acc = [_mm256_set1_ps(1.0); CHAINS];
-        for _ in 0..iters {
-            for x in acc.iter_mut() {
-                *x = _mm256_fmadd_ps(*x, a, b);
-            }
-        }
-        let mut out = [0f32; 8];
-        let s = acc
-            .iter()
-            .fold(_mm256_setzero_ps(), |s, x| _mm256_add_ps(s, *x));
-        // SAFETY: `out` holds 8 f32 (an unaligned store is allowed).
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
-        out.iter().sum()
-    }
-
-    /// `iters × 12 × 16` independent FMAs.
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn avx512(iters: u64) -> f32 {
-        let a = _mm512_set1_ps(0.999_999);
-        let b = _mm512_set1_ps(1e-7);
-        let mut acc = [_mm512_set1_ps(1.0); CHAINS];
-        for _ in 0..iters {
-            for x in acc.iter_mut() {
-                *x = _mm512_fmadd_ps(*x, a, b);
-            }
-        }
-        _mm512_reduce_add_ps(
-            acc.iter()
-                .fold(_mm512_setzero_ps(), |s, x| _mm512_add_ps(s, *x)),
-        )
-    }
-
-    pub(super) fn run(wide: bool, iters: u64) -> Option<(f64, f32)> {
-        let lanes = if wide { 16 } else { 8 };
-        let t = std::time::Instant::now();
-        let v = if wide {
-            if !is_x86_feature_detected!("avx512f") {
-                return None;
-            }
-            // SAFETY: AVX-512F detected at run time.
-            unsafe { avx512(iters) }
-        } else {
-            if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
-                return None;
-            }
-            // SAFETY: AVX2 and FMA detected at run time.
-            unsafe { avx2(iters) }
-        };
-        let flops = iters as f64 * (CHAINS * lanes * 2) as f64;
-        Some((flops / t.elapsed().as_secs_f64() / 1e9, v))
-    }
-}
-
-/// Measures the f32 FMA peak: one core with AVX2 and AVX-512, then `threads` cores at once with the
-/// widest (best of 3 runs of ~0.2 s each).
+/// Measures the f32 FMA peak: one core on every instruction set this CPU runs, then `threads` cores
+/// at once on the dispatched one (best of 3 runs of ~0.2 s each; the SIMD layer's own
+/// microbenchmark, [`simd::fma_peak_on`]).
 pub fn peak_fma(threads: usize) -> Peak {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let iters = 20_000_000u64;
-        let best = |wide: bool| {
-            (0..3)
-                .filter_map(|_| fma::run(wide, iters).map(|r| r.0))
-                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
-        };
-        let (a2, a5) = (best(false), best(true));
-        let wide = a5.is_some();
-        let all = (0..3)
-            .map(|_| {
-                std::thread::scope(|s| {
-                    let hs: Vec<_> = (0..threads)
-                        .map(|_| s.spawn(move || fma::run(wide, iters).map_or(0.0, |r| r.0)))
-                        .collect();
-                    hs.into_iter().map(|h| h.join().unwrap_or(0.0)).sum::<f64>()
-                })
+    let isa = simd::isa();
+    let iters = |i: Isa| 320_000_000u64 / (i.lanes() as u64).max(1) / 12 * 12 / 8;
+    let best = |i: Isa| {
+        (0..3)
+            .map(|_| simd::fma_peak_on(i, iters(i)))
+            .fold(0.0, f64::max)
+    };
+    let one_core = Isa::available()
+        .into_iter()
+        .map(|i| (i.name().to_string(), best(i)))
+        .collect();
+    let all = (0..3)
+        .map(|_| {
+            std::thread::scope(|s| {
+                let hs: Vec<_> = (0..threads)
+                    .map(|_| s.spawn(move || simd::fma_peak_on(isa, iters(isa))))
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap_or(0.0)).sum::<f64>()
             })
-            .fold(0.0, f64::max);
-        Peak {
-            avx2_1: a2,
-            avx512_1: a5,
-            best_all: all.max(1e-9),
-            threads,
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        // a scalar estimate: 8 independent mul-adds per iteration
-        let n = 50_000_000u64;
-        let t = Instant::now();
-        let mut acc = [1.0f32; 8];
-        for _ in 0..n {
-            for a in acc.iter_mut() {
-                *a = a.mul_add(0.999_999, 1e-7);
-            }
-        }
-        std::hint::black_box(acc);
-        let g = n as f64 * 16.0 / t.elapsed().as_secs_f64() / 1e9;
-        Peak {
-            avx2_1: None,
-            avx512_1: None,
-            best_all: g * threads as f64,
-            threads,
-        }
+        })
+        .fold(0.0, f64::max);
+    Peak {
+        one_core,
+        isa: isa.name().into(),
+        best_all: all.max(1e-9),
+        threads,
     }
 }
 
@@ -235,6 +157,7 @@ fn record(name: &str, shape: String, threads: usize, t: (f64, f64, usize)) -> Re
         peak_rss_mib: peak_rss_bytes().map(|b| b as f64 / (1 << 20) as f64),
         bytes: None,
         read_gbps: None,
+        frac_floor: None,
     }
 }
 
@@ -449,11 +372,11 @@ pub fn recurrent_step(layers: usize, h: usize, n: usize, batch: usize, secs: f64
         t += 1;
     });
     std::hint::black_box(sink);
-    // what one step must read, f32, per layer: the output projection [2H, H] + bias, D and the norm's
-    // γ, β; the diagonal recurrence's 6 coefficient arrays [H, M]; its state [H, M] complex per stream
-    // (read and written). Encoder and decoder are a few hundred values.
+    // what one step reads, f32, per layer: the output projection [2H, H] + bias, D and the norm's
+    // γ, β; the diagonal recurrence's 4 coefficient arrays [H, M] (Ā and C̃ = 2C·B̄); its state
+    // [H, M] complex per stream (read and written). Encoder and decoder are a few hundred values.
     let hm = h * n / 2;
-    let bytes = 4.0 * (layers * (2 * h * h + 5 * h + 6 * hm + 4 * hm * batch)) as f64;
+    let bytes = 4.0 * (layers * (2 * h * h + 5 * h + 4 * hm + 4 * hm * batch)) as f64;
     let mut rec = record(
         "recurrent_step",
         format!("S4D {layers}×H{h} N{n} GLU batch={batch}"),
@@ -461,24 +384,39 @@ pub fn recurrent_step(layers: usize, h: usize, n: usize, batch: usize, secs: f64
         r,
     );
     rec.tokens_per_s = Some(batch as f64 / rec.median_s);
+    let gbps = read_bandwidth(bytes as usize);
     rec.bytes = Some(bytes);
-    rec.read_gbps = Some(read_bandwidth(bytes as usize));
+    rec.read_gbps = Some(gbps);
+    rec.frac_floor = Some(bytes / (gbps * 1e9) / rec.median_s);
     rec
 }
 
-/// Single-core read bandwidth (GB/s) over a buffer of `bytes` read again and again, with the access
-/// pattern of the recurrent step (matrix-vector products over rows of 256 f32).
+/// Single-core read bandwidth (GB/s) of a plain streaming read: the sum of a 64-byte aligned buffer
+/// of `bytes`, read again and again, with 64 partial sums (several independent vector accumulators,
+/// so the loop is bound by the loads, not by the latency of one add chain), compiled for every
+/// instruction set this CPU runs; the fastest counts. It involves none of the kernels it is the
+/// floor of.
 pub fn read_bandwidth(bytes: usize) -> f64 {
-    let cols = 256;
-    let rows = (bytes / 4).div_ceil(cols).max(1);
-    let w: Vec<f32> = (0..rows * cols).map(|i| (i % 13) as f32 * 0.01).collect();
-    let x = vec![0.5f32; cols];
-    let mut y = vec![0f32; rows];
-    let (t, _, _) = time_it(20, 0.5, || {
-        <f32 as statespace_core::engine::float::Float>::gemv(&w, None, &x, &mut y);
-        std::hint::black_box(&y);
-    });
-    (rows * cols * 4) as f64 / t / 1e9
+    let n = (bytes / 4).max(1024).div_ceil(64) * 64;
+    let raw: Vec<f32> = (0..n + 16).map(|i| (i % 13) as f32 * 0.01).collect();
+    let skip = raw.as_ptr().align_offset(64).min(16);
+    let buf = &raw[skip..skip + n];
+    let read = |isa: Isa| {
+        let (t, _, _) = time_it(20, 0.3, || {
+            let s = simd::with_isa_on(isa, || {
+                let mut acc = [0f32; 64];
+                for c in buf.chunks_exact(64) {
+                    for k in 0..64 {
+                        acc[k] += c[k];
+                    }
+                }
+                acc.iter().sum::<f32>()
+            });
+            std::hint::black_box(s);
+        });
+        (n * 4) as f64 / t / 1e9
+    };
+    Isa::available().into_iter().map(read).fold(0.0, f64::max)
 }
 
 /// One S5 layer (ZOH, P states, H channels, `scan`) on `[b, h, len]`: forward + backward of

@@ -77,6 +77,11 @@ static ALLOC: statespace_train::memory::CountingAlloc = statespace_train::memory
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // a forced instruction set the CPU cannot run is bad input, not a silent fallback
+    if let Err(e) = statespace_core::engine::simd::isa_from_env() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Hippo(a) => hippo::run(&a),
         Command::Kernel(a) => kernel::run(&a),

@@ -4,6 +4,7 @@
 
 use clap::Args;
 use statespace_bench::{self as bench, Record};
+use statespace_core::engine::simd;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -31,6 +32,10 @@ pub struct BenchArgs {
     /// JSON lines written by the peer scripts (`bench/peers/run.sh`): adds the speed ratios.
     #[arg(long)]
     pub peers: Option<PathBuf>,
+    /// Instruction set of the kernels: avx512, avx2, neon, portable (default: the widest this CPU
+    /// runs, or $STATESPACE_ISA) — to measure a narrower one on a wider machine.
+    #[arg(long)]
+    pub isa: Option<String>,
 }
 
 const CASES: [&str; 6] = ["kernel", "fftconv", "s5", "train", "scaling", "step"];
@@ -54,15 +59,34 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
         Some(p) => read_peers(p)?,
         None => HashMap::new(),
     };
+    if let Some(name) = &a.isa {
+        let isa = simd::Isa::parse(name).map_err(|e| format!("--isa: {e}"))?;
+        simd::set_isa(isa).map_err(|e| format!("--isa: {e}"))?;
+    }
     statespace_train::init_threads(a.threads);
     let has = |c: &str| a.cases.iter().any(|x| x == c);
     eprintln!("measuring the FMA peak …");
     let peak = bench::peak_fma(a.threads);
+    let isa = simd::isa();
     println!(
-        "f32 FMA peak: one core {} (AVX2) / {} (AVX-512); {} cores {:.0} GFLOP/s",
-        fmt_opt(peak.avx2_1),
-        fmt_opt(peak.avx512_1),
+        "kernels dispatched to {} ({} f32 lanes); this CPU runs: {}",
+        isa.label(),
+        isa.lanes(),
+        simd::Isa::available()
+            .iter()
+            .map(|i| i.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "f32 FMA peak, one core: {}; {} cores on {}: {:.0} GFLOP/s (the % peak column)",
+        peak.one_core
+            .iter()
+            .map(|(i, g)| format!("{i} {g:.0} GFLOP/s"))
+            .collect::<Vec<_>>()
+            .join(", "),
         peak.threads,
+        isa.name(),
         peak.best_all
     );
     let mut recs: Vec<Record> = Vec::new();
@@ -152,7 +176,7 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
                 let r = bench::recurrent_step(6, h, 64, batch, a.secs);
                 if let (Some(b), Some(g)) = (r.bytes, r.read_gbps) {
                     println!(
-                        "  (reads ≥ {:.2} MB per step; one core reads a buffer that size at {g:.1} GB/s ⇒ floor {})",
+                        "  (reads {:.2} MB per step; a plain read of a buffer that size runs at {g:.1} GB/s on one core ⇒ floor {})",
                         b / 1e6,
                         fmt_time(b / (g * 1e9))
                     );
@@ -175,19 +199,16 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn fmt_opt(g: Option<f64>) -> String {
-    g.map_or("n/a".into(), |g| format!("{g:.0} GFLOP/s"))
-}
-
 fn print_header(peers: bool) {
     println!(
-        "{:<20} {:<34} {:>3} {:>11} {:>9} {:>7} {:>11} {:>9}{}",
+        "{:<20} {:<34} {:>3} {:>11} {:>9} {:>7} {:>7} {:>11} {:>9}{}",
         "case",
         "shape",
         "thr",
         "median",
         "GFLOP/s",
         "% peak",
+        "% floor",
         "tokens/s",
         "RSS MiB",
         if peers { "  peer: median, ratio" } else { "" }
@@ -221,13 +242,15 @@ fn print_row(r: &Record, peers: &HashMap<(String, String), Vec<PeerRecord>>) {
         })
         .collect();
     println!(
-        "{:<20} {:<34} {:>3} {:>11} {:>9} {:>7} {:>11} {:>9}{}",
+        "{:<20} {:<34} {:>3} {:>11} {:>9} {:>7} {:>7} {:>11} {:>9}{}",
         r.name,
         r.shape,
         r.threads,
         fmt_time(r.median_s),
         r.gflops.map_or("".into(), |g| format!("{g:.1}")),
         r.frac_peak
+            .map_or("".into(), |f| format!("{:.1}", 100.0 * f)),
+        r.frac_floor
             .map_or("".into(), |f| format!("{:.1}", 100.0 * f)),
         r.tokens_per_s.map_or("".into(), |t| format!("{t:.0}")),
         r.peak_rss_mib.map_or("".into(), |m| format!("{m:.0}")),

@@ -1,9 +1,9 @@
 //! The element type of the engine: `f32` for training, `f64` for gradient checks. Its vector loops
 //! live in [`crate::engine::simd`], its matrix product in [`crate::engine::gemm`].
 
-#[cfg(target_arch = "x86_64")]
-use crate::engine::simd::x86;
-use crate::engine::simd::{diag_step_generic, dot_generic, gemv_generic};
+use crate::engine::simd::{
+    self, diag_steps_generic, dot_generic, gemv_batch_generic, gemv_generic,
+};
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
 use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
@@ -33,23 +33,30 @@ pub trait Float:
     fn f64(self) -> f64;
     /// The error function.
     fn erf(self) -> Self;
-    /// `Σ a_i b_i` over the common length (8 partial sums; f32 uses AVX-512 or AVX2 + FMA when the
-    /// CPU has them, chosen at run time).
+    /// `Σ a_i b_i` over the common length (8 partial sums; f32 runs the SIMD layer's kernel on the
+    /// instruction set chosen at run time, [`simd::isa`]).
     #[inline]
     fn dot(a: &[Self], b: &[Self]) -> Self {
         dot_generic(a, b)
     }
-    /// `y[o] = bias[o] + Σ_i W[o, i] x[i]`, `W` row-major `[y.len(), x.len()]` (f32: AVX-512 with four
-    /// rows per pass, chosen at run time).
+    /// `y[o] = bias[o] + Σ_i W[o, i] x[i]`, `W` row-major `[y.len(), x.len()]` (f32: the SIMD layer,
+    /// four rows per pass).
     #[inline]
     fn gemv(w: &[Self], bias: Option<&[Self]>, x: &[Self], y: &mut [Self]) {
         gemv_generic(w, bias, x, y, Self::dot)
     }
-    /// One step of M diagonal complex modes with coefficients `c = [Re Ā, Im Ā, Re B̄, Im B̄, Re 2C,
-    /// Im 2C]` (each `[M]`): `x ← Ā x + B̄ u` in place, returns `Re Σ 2C x` (f32: AVX-512).
+    /// `y [B, Cout] = x [B, Cin] Wᵀ + bias` for B streams, `W [Cout, Cin]` row-major (f32: the SIMD
+    /// layer's register blocks, the weights read once for all streams).
     #[inline]
-    fn diag_step(c: [&[Self]; 6], xr: &mut [Self], xi: &mut [Self], u: Self) -> Self {
-        diag_step_generic(c, xr, xi, u)
+    fn gemv_batch(w: &[Self], bias: Option<&[Self]>, x: &[Self], cin: usize, y: &mut [Self]) {
+        gemv_batch_generic(w, bias, x, cin, y, Self::dot)
+    }
+    /// One step of B streams of H channels of M diagonal complex modes with `B̄` folded into the
+    /// readout ([`simd::diag_steps`]): `c = [Re Ā, Im Ā, Re C̃, Im C̃]` (each `[H, M]`), states
+    /// `[B, H, 2, M]`, `u, y [B, H]`: `z ← Ā z + u`, `y = Re Σ C̃ z`.
+    #[inline]
+    fn diag_steps(c: [&[Self]; 4], m: usize, states: &mut [Self], u: &[Self], y: &mut [Self]) {
+        diag_steps_generic(c, m, states, u, y)
     }
     /// `exp` for the elementwise layers (GELU, GLU): exact `exp` in f64 (gradient checks); in f32 a
     /// branch-free polynomial (relative error ≤ 2e-7 on [−87, 88], clamped outside) that the
@@ -148,49 +155,20 @@ macro_rules! faer_matmul_impl {
 impl Float for f32 {
     faer_matmul_impl!(f32);
     #[inline]
-    fn diag_step(c: [&[f32]; 6], xr: &mut [f32], xi: &mut [f32], u: f32) -> f32 {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            let m = xr.len();
-            assert!(xi.len() == m && c.iter().all(|v| v.len() == m));
-            // SAFETY: AVX-512F is present (checked at run time); all slices hold M values.
-            return unsafe { x86::diag_step512(c, xr, xi, u) };
-        }
-        diag_step_generic(c, xr, xi, u)
+    fn diag_steps(c: [&[f32]; 4], m: usize, states: &mut [f32], u: &[f32], y: &mut [f32]) {
+        simd::diag_steps(c, m, states, u, y)
     }
     #[inline]
     fn gemv(w: &[f32], bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if x.len() >= 16 && std::arch::is_x86_feature_detected!("avx512f") {
-            assert!(w.len() >= y.len() * x.len());
-            // SAFETY: AVX-512F is present (checked at run time); W holds y.len() rows of x.len().
-            unsafe { x86::gemv512(w, x, y) };
-            if let Some(b) = bias {
-                y.iter_mut().zip(b).for_each(|(v, b)| *v += *b);
-            }
-            return;
-        }
-        gemv_generic(w, bias, x, y, Self::dot)
+        simd::gemv(w, bias, x, y)
+    }
+    #[inline]
+    fn gemv_batch(w: &[f32], bias: Option<&[f32]>, x: &[f32], cin: usize, y: &mut [f32]) {
+        simd::gemv_batch(w, bias, x, cin, y)
     }
     #[inline]
     fn dot(a: &[f32], b: &[f32]) -> f32 {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let n = a.len().min(b.len());
-            if n >= 32 {
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: AVX-512F is present (checked at run time).
-                    return unsafe { x86::dot512(&a[..n], &b[..n]) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: AVX2 and FMA are present (checked at run time).
-                    return unsafe { x86::dot256(&a[..n], &b[..n]) };
-                }
-            }
-        }
-        dot_generic(a, b)
+        simd::dot(a, b)
     }
     const NAME: &'static str = "f32";
     #[inline]
@@ -313,57 +291,81 @@ mod tests {
     }
 
     #[test]
-    fn f32_simd_dot_gemv_and_diag_step_against_f64_sums() {
-        // lengths around the 16-lane vectors and the 4-row blocks, tails included
-        for n in [1usize, 7, 15, 16, 17, 31, 32, 33, 64, 100, 256, 300] {
-            let (a, b) = (vals(n, 1), vals(n, 2));
-            let want: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
-            let got = f32::dot(&a, &b) as f64;
-            assert!(
-                (got - want).abs() < 1e-5 * n as f64,
-                "dot n={n}: {got} vs {want}"
-            );
-            for rows in [1usize, 3, 4, 5, 9] {
-                let w = vals(rows * n, 3);
-                let bias = vals(rows, 4);
-                let mut y = vec![0f32; rows];
-                f32::gemv(&w, Some(&bias), &a, &mut y);
-                for (o, yv) in y.iter().enumerate() {
-                    let want: f64 = bias[o] as f64
-                        + (0..n)
-                            .map(|i| w[o * n + i] as f64 * a[i] as f64)
-                            .sum::<f64>();
-                    assert!(
-                        (*yv as f64 - want).abs() < 1e-5 * n as f64,
-                        "gemv n={n} row {o}"
-                    );
+    fn f32_simd_kernels_on_every_isa_against_f64_sums() {
+        use crate::engine::simd::{self, Isa};
+        for isa in Isa::available() {
+            // lengths around the 4-, 8- and 16-lane vectors and the register blocks, tails included
+            for n in [1usize, 7, 15, 16, 17, 31, 32, 33, 64, 100, 256, 300] {
+                let (a, b) = (vals(n, 1), vals(n, 2));
+                let want: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+                let got = simd::dot_on(isa, &a, &b) as f64;
+                assert!(
+                    (got - want).abs() < 1e-5 * n as f64,
+                    "{isa} dot n={n}: {got} vs {want}"
+                );
+                for rows in [1usize, 3, 4, 5, 9] {
+                    let w = vals(rows * n, 3);
+                    let bias = vals(rows, 4);
+                    let want_row = |o: usize, x: &[f32]| {
+                        bias[o] as f64
+                            + (0..n)
+                                .map(|i| w[o * n + i] as f64 * x[i] as f64)
+                                .sum::<f64>()
+                    };
+                    let mut y = vec![0f32; rows];
+                    simd::gemv_on(isa, &w, Some(&bias), &a, &mut y);
+                    for (o, yv) in y.iter().enumerate() {
+                        let e = (*yv as f64 - want_row(o, &a)).abs();
+                        assert!(e < 1e-5 * n as f64, "{isa} gemv n={n} row {o}");
+                    }
+                    for batch in [1usize, 2, 3, 5] {
+                        let x = vals(batch * n, 5);
+                        let mut y = vec![0f32; batch * rows];
+                        simd::gemv_batch_on(isa, &w, Some(&bias), &x, n, &mut y);
+                        for bb in 0..batch {
+                            for o in 0..rows {
+                                let want = want_row(o, &x[bb * n..(bb + 1) * n]);
+                                let e = (y[bb * rows + o] as f64 - want).abs();
+                                assert!(e < 1e-5 * n as f64, "{isa} gemv_batch n={n} B={batch}");
+                            }
+                        }
+                    }
                 }
             }
-            let c: Vec<Vec<f32>> = (0..6).map(|k| vals(n, 10 + k)).collect();
-            let (mut xr, mut xi) = (vals(n, 20), vals(n, 21));
-            let (xr0, xi0) = (xr.clone(), xi.clone());
-            let u = 0.37f32;
-            let y = f32::diag_step(
-                [&c[0], &c[1], &c[2], &c[3], &c[4], &c[5]],
-                &mut xr,
-                &mut xi,
-                u,
-            ) as f64;
-            let mut want_y = 0.0f64;
-            for i in 0..n {
-                let f = |v: &Vec<f32>| v[i] as f64;
-                let nr = f(&c[0]) * xr0[i] as f64 - f(&c[1]) * xi0[i] as f64 + f(&c[2]) * u as f64;
-                let ni = f(&c[0]) * xi0[i] as f64 + f(&c[1]) * xr0[i] as f64 + f(&c[3]) * u as f64;
-                assert!(
-                    (xr[i] as f64 - nr).abs() < 1e-5 && (xi[i] as f64 - ni).abs() < 1e-5,
-                    "diag n={n} mode {i}"
-                );
-                want_y += f(&c[4]) * nr - f(&c[5]) * ni;
+            // the folded diagonal recurrence: H = 3 channels, M modes, B = 2 streams, 3 steps
+            for m in [1usize, 7, 16, 17, 32, 33] {
+                let (h, batch) = (3usize, 2usize);
+                let c: Vec<Vec<f32>> = (0..4).map(|k| vals(h * m, 10 + k)).collect();
+                // |Ā| < 1 as in a trained model
+                let ar: Vec<f32> = c[0].iter().map(|v| 0.6 * v).collect();
+                let ai: Vec<f32> = c[1].iter().map(|v| 0.6 * v).collect();
+                let mut st = vals(batch * h * 2 * m, 20);
+                let mut want_st: Vec<f64> = st.iter().map(|v| *v as f64).collect();
+                for t in 0..3 {
+                    let u = vals(batch * h, 30 + t);
+                    let mut y = vec![0f32; batch * h];
+                    simd::diag_steps_on(isa, [&ar, &ai, &c[2], &c[3]], m, &mut st, &u, &mut y);
+                    for bb in 0..batch {
+                        for hh in 0..h {
+                            let (mut want_y, o) = (0.0f64, (bb * h + hh) * 2 * m);
+                            for i in 0..m {
+                                let j = hh * m + i;
+                                let (zr, zi) = (want_st[o + i], want_st[o + m + i]);
+                                let nr =
+                                    ar[j] as f64 * zr - ai[j] as f64 * zi + u[bb * h + hh] as f64;
+                                let ni = ar[j] as f64 * zi + ai[j] as f64 * zr;
+                                (want_st[o + i], want_st[o + m + i]) = (nr, ni);
+                                want_y += c[2][j] as f64 * nr - c[3][j] as f64 * ni;
+                            }
+                            let e = (y[bb * h + hh] as f64 - want_y).abs();
+                            assert!(e < 1e-5 * m as f64, "{isa} diag_steps m={m} y: {e:e}");
+                        }
+                    }
+                    for (g, w) in st.iter().zip(&want_st) {
+                        assert!((*g as f64 - w).abs() < 1e-5, "{isa} diag_steps m={m} state");
+                    }
+                }
             }
-            assert!(
-                (y - want_y).abs() < 1e-5 * n as f64,
-                "diag_step y n={n}: {y} vs {want_y}"
-            );
         }
     }
 }

@@ -32,6 +32,21 @@ pub trait Stepper<T: Float>: Send + Sync {
     fn state_len(&self) -> usize;
     /// `x ← Ā x + B̄ u`, `y = C x` (for each channel).
     fn step(&self, state: &mut [T], u: &[T], y: &mut [T]);
+    /// [`Stepper::step`] for B streams at once: `states [B, state_len]`, `u, y [B, H]`. Kernels
+    /// that can read their coefficients once for all streams override it.
+    fn step_batch(&self, states: &mut [T], u: &[T], y: &mut [T]) {
+        let (sl, h) = (
+            self.state_len(),
+            y.len() / (states.len() / self.state_len().max(1)).max(1),
+        );
+        for ((st, ub), yb) in states
+            .chunks_exact_mut(sl.max(1))
+            .zip(u.chunks_exact(h))
+            .zip(y.chunks_exact_mut(h))
+        {
+            self.step(st, ub, yb);
+        }
+    }
 }
 
 /// A trainable sequence kernel over `H` channels.

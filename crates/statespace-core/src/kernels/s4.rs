@@ -765,7 +765,7 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
                 });
                 let full = self.full(store, d, hh, ct.as_deref());
                 let mut sw = Sweep::default();
-                crate::engine::simd::with_avx2(|| full.cauchy_all(&omegas, &mut sw));
+                crate::engine::simd::with_isa(|| full.cauchy_all(&omegas, &mut sw));
                 let mut spec: Vec<Cx<T>> = omegas
                     .iter()
                     .enumerate()
@@ -840,7 +840,7 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
                     })
                     .collect();
                 let mut sw = Sweep::default();
-                crate::engine::simd::with_avx2(|| {
+                crate::engine::simd::with_isa(|| {
                     full.backward_sweep(&omegas, &gks, &mut sw, &mut out)
                 });
                 full.finish_grad(&mut out);

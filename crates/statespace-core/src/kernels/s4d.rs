@@ -559,23 +559,23 @@ impl<T: Float> SequenceKernel<T> for S4dKernel {
             ]
         };
         let [ar, ai] = split(&|j| me.modes[j].z.exp());
-        let [br, bi] = split(&|j| me.b[j] * me.modes[j].w);
-        let [cr, ci] = split(&|j| me.c[j] * 2.0);
+        // B̄ folded into the readout: C̃ = 2C·B̄, the state z = x / B̄ (see engine::simd::diag_steps)
+        let [cr, ci] = split(&|j| me.c[j] * 2.0 * me.b[j] * me.modes[j].w);
         Ok(Box::new(DiagStepper {
             h: me.cfg.channels,
             m: me.modes_per_channel(),
             ar,
             ai,
-            br,
-            bi,
             cr,
             ci,
         }))
     }
 }
 
-/// The recurrent form of a diagonal kernel. State per channel: the M real parts, then the M
-/// imaginary parts (`[H, 2, M]`), so the update runs as plain vector loops over the modes.
+/// The recurrent form of a diagonal kernel with `B̄` folded into the readout: per mode
+/// `z ← Ā z + u`, `y = Re Σ C̃ z` with `C̃ = 2C·B̄` (the state `z = x / B̄`; four coefficient arrays
+/// per step instead of six). State per channel: the M real parts, then the M imaginary parts
+/// (`[H, 2, M]`), so the update runs as plain vector loops over the modes.
 #[derive(Debug)]
 pub struct DiagStepper<T> {
     h: usize,
@@ -583,10 +583,7 @@ pub struct DiagStepper<T> {
     /// Ā = e^{z}, `[H, M]` real and imaginary parts.
     ar: Vec<T>,
     ai: Vec<T>,
-    /// B̄ = B·w.
-    br: Vec<T>,
-    bi: Vec<T>,
-    /// 2C (y = Re 2C·x).
+    /// C̃ = 2C·B̄, `[H, M]` (y = Re C̃·z).
     cr: Vec<T>,
     ci: Vec<T>,
 }
@@ -597,14 +594,11 @@ impl<T: Float> Stepper<T> for DiagStepper<T> {
     }
 
     fn step(&self, state: &mut [T], u: &[T], y: &mut [T]) {
-        let m = self.m;
-        for (hh, (st, yv)) in state.chunks_exact_mut(2 * m).zip(y.iter_mut()).enumerate() {
-            let o = hh * m..(hh + 1) * m;
-            let (xr, xi) = st.split_at_mut(m);
-            let c =
-                [&self.ar, &self.ai, &self.br, &self.bi, &self.cr, &self.ci].map(|v| &v[o.clone()]);
-            // x ← Ā x + B̄ u,  y = Re(2C x)
-            *yv = T::diag_step(c, xr, xi, u[hh]);
-        }
+        self.step_batch(state, u, y);
+    }
+
+    fn step_batch(&self, states: &mut [T], u: &[T], y: &mut [T]) {
+        let c = [&self.ar[..], &self.ai[..], &self.cr[..], &self.ci[..]];
+        T::diag_steps(c, self.m, states, u, y);
     }
 }

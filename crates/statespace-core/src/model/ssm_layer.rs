@@ -318,14 +318,9 @@ impl<T: Float> SsmLayer<T> {
         let sl = stepper.state_len();
         let d = store.value(self.d);
         let c = &mut scratch.c[..batch * h];
-        for b in 0..batch {
-            let r = b * h..(b + 1) * h;
-            stepper.step(
-                &mut states[b * sl..(b + 1) * sl],
-                &u[r.clone()],
-                &mut c[r.clone()],
-            );
-            for ((cv, dv), uv) in c[r.clone()].iter_mut().zip(d).zip(&u[r]) {
+        stepper.step_batch(&mut states[..batch * sl], u, c);
+        for (cb, ub) in c.chunks_exact_mut(h).zip(u.chunks_exact(h)) {
+            for ((cv, dv), uv) in cb.iter_mut().zip(d).zip(ub) {
                 *cv += *dv * *uv;
             }
         }

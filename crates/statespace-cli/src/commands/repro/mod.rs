@@ -409,16 +409,7 @@ pub fn machine(threads: usize) -> String {
         .find(|l| l.starts_with("model name"))
         .and_then(|l| l.split(':').nth(1))
         .map_or("an unknown CPU".to_string(), |s| s.trim().to_string());
-    #[cfg(target_arch = "x86_64")]
-    let isa = if is_x86_feature_detected!("avx512f") {
-        "AVX-512"
-    } else if is_x86_feature_detected!("avx2") {
-        "AVX2"
-    } else {
-        "SSE2"
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let isa = std::env::consts::ARCH;
+    let isa = statespace_core::engine::simd::isa().label();
     let l2 = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cache/index2/size")
         .map(|s| format!(", L2 {}/core", s.trim()))
         .unwrap_or_default();

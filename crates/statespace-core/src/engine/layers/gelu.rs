@@ -25,7 +25,7 @@ impl<T: Float> Gelu<T> {
         y.par_chunks_mut(4096)
             .zip(x.par_chunks(4096))
             .for_each(|(yc, xc)| {
-                crate::engine::simd::with_avx2(|| {
+                crate::engine::simd::with_isa(|| {
                     for (yv, &xv) in yc.iter_mut().zip(xc) {
                         *yv = half * xv * (T::one() + (xv * r2).erf());
                     }
@@ -42,7 +42,7 @@ impl<T: Float> Gelu<T> {
             .zip(dy.par_chunks(4096))
             .zip(x.par_chunks(4096))
             .for_each(|((dxc, dyc), xc)| {
-                crate::engine::simd::with_avx2(|| {
+                crate::engine::simd::with_isa(|| {
                     for ((d, &g), &x) in dxc.iter_mut().zip(dyc).zip(xc) {
                         let cdf = half * (T::one() + (x * r2).erf());
                         let pdf = inv_sqrt_2pi * (-half * x * x).fast_exp();

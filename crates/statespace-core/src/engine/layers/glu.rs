@@ -33,7 +33,7 @@ impl<T: Float> Glu<T> {
             .zip(x.par_chunks(2 * c * len))
             .for_each(|(yb, xb)| {
                 let (a, g) = xb.split_at(c * len);
-                crate::engine::simd::with_avx2(|| {
+                crate::engine::simd::with_isa(|| {
                     for ((yv, &av), &gv) in yb.iter_mut().zip(a).zip(g) {
                         *yv = av * sigmoid(gv);
                     }
@@ -51,7 +51,7 @@ impl<T: Float> Glu<T> {
             .for_each(|((dxb, dyb), xb)| {
                 let (a, g) = xb.split_at(c * len);
                 let (da, dg) = dxb.split_at_mut(c * len);
-                crate::engine::simd::with_avx2(|| {
+                crate::engine::simd::with_isa(|| {
                     for i in 0..c * len {
                         let s = sigmoid(g[i]);
                         da[i] = dyb[i] * s;

@@ -146,9 +146,9 @@ impl<T: Float> Linear<T> {
             });
     }
 
-    /// The map on single vectors, for recurrent steps: `x [B, Cin] → y [B, Cout]`. Each block of 16
-    /// weight rows (16 KB at Cin = 256) is read once for all B vectors and stays in L1 meanwhile (at
-    /// batch 1 the step is bound by reading the weights).
+    /// The map on single vectors, for recurrent steps: `x [B, Cin] → y [B, Cout]`. Each block of
+    /// weight rows is read once for all B vectors (register blocks of 4 rows × 2 streams, see
+    /// [`crate::engine::simd`]); at batch 1 the step is bound by reading the weights.
     pub fn step(&self, store: &ParamStore<T>, x: &[T], y: &mut [T]) {
         let (cin, cout) = (self.cin, self.cout);
         let (w, bias) = (store.value(self.w), self.b.map(|id| store.value(id)));
@@ -162,19 +162,6 @@ impl<T: Float> Linear<T> {
         if batch == 1 {
             return T::gemv(w, bias, x, &mut y[..cout]);
         }
-        const ROWS: usize = 16;
-        for o0 in (0..cout).step_by(ROWS) {
-            let o1 = (o0 + ROWS).min(cout);
-            let wb = &w[o0 * cin..o1 * cin];
-            let bb = bias.map(|b| &b[o0..o1]);
-            for b in 0..batch {
-                T::gemv(
-                    wb,
-                    bb,
-                    &x[b * cin..(b + 1) * cin],
-                    &mut y[b * cout + o0..b * cout + o1],
-                );
-            }
-        }
+        T::gemv_batch(w, bias, x, cin, y);
     }
 }
