@@ -51,6 +51,12 @@ pub trait Float:
     fn gemv_batch(w: &[Self], bias: Option<&[Self]>, x: &[Self], cin: usize, y: &mut [Self]) {
         gemv_batch_generic(w, bias, x, cin, y, Self::dot)
     }
+    /// `y [B, rows] = x [B, cols] Wᵀ + bias` on a weight matrix packed for the recurrent step
+    /// ([`simd::Packed`]: one sequential read of the weights for all B streams).
+    #[inline]
+    fn packed_gemv(p: &simd::Packed<Self>, bias: Option<&[Self]>, x: &[Self], y: &mut [Self]) {
+        simd::packed_gemv_generic(p, bias, x, y)
+    }
     /// One step of B streams of H channels of M diagonal complex modes with `B̄` folded into the
     /// readout ([`simd::diag_steps`]): `c = [Re Ā, Im Ā, Re C̃, Im C̃]` (each `[H, M]`), states
     /// `[B, H, 2, M]`, `u, y [B, H]`: `z ← Ā z + u`, `y = Re Σ C̃ z`.
@@ -165,6 +171,10 @@ impl Float for f32 {
     #[inline]
     fn gemv_batch(w: &[f32], bias: Option<&[f32]>, x: &[f32], cin: usize, y: &mut [f32]) {
         simd::gemv_batch(w, bias, x, cin, y)
+    }
+    #[inline]
+    fn packed_gemv(p: &simd::Packed<f32>, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
+        simd::packed_gemv(p, bias, x, y)
     }
     #[inline]
     fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -318,15 +328,37 @@ mod tests {
                         let e = (*yv as f64 - want_row(o, &a)).abs();
                         assert!(e < 1e-5 * n as f64, "{isa} gemv n={n} row {o}");
                     }
+                    let packed = simd::Packed::new(&w, rows, n);
                     for batch in [1usize, 2, 3, 5] {
                         let x = vals(batch * n, 5);
                         let mut y = vec![0f32; batch * rows];
+                        let mut yp = vec![0f32; batch * rows];
                         simd::gemv_batch_on(isa, &w, Some(&bias), &x, n, &mut y);
+                        simd::packed_gemv_on(isa, &packed, Some(&bias), &x, &mut yp);
+                        let mut yg = vec![0f64; batch * rows];
+                        let (w64, b64, x64): (Vec<f64>, Vec<f64>, Vec<f64>) = (
+                            w.iter().map(|v| *v as f64).collect(),
+                            bias.iter().map(|v| *v as f64).collect(),
+                            x.iter().map(|v| *v as f64).collect(),
+                        );
+                        simd::packed_gemv_generic(
+                            &simd::Packed::new(&w64, rows, n),
+                            Some(&b64),
+                            &x64,
+                            &mut yg,
+                        );
                         for bb in 0..batch {
                             for o in 0..rows {
                                 let want = want_row(o, &x[bb * n..(bb + 1) * n]);
                                 let e = (y[bb * rows + o] as f64 - want).abs();
                                 assert!(e < 1e-5 * n as f64, "{isa} gemv_batch n={n} B={batch}");
+                                let e = (yp[bb * rows + o] as f64 - want).abs();
+                                assert!(e < 1e-5 * n as f64, "{isa} packed_gemv n={n} B={batch}");
+                                let e = (yg[bb * rows + o] - want).abs();
+                                assert!(
+                                    e < 1e-12 * n as f64,
+                                    "packed_gemv_generic n={n} B={batch}"
+                                );
                             }
                         }
                     }

@@ -9,6 +9,7 @@ use super::ssm_layer::{SsmLayer, StepScratch};
 use crate::engine::float::Float;
 use crate::engine::layers::{BatchNorm, LayerNorm};
 use crate::engine::params::ParamStore;
+use crate::engine::simd::Packed;
 use crate::error::Error;
 use crate::kernels::Stepper;
 use rand::Rng;
@@ -219,11 +220,13 @@ impl<T: Float> SsmBlock<T> {
     }
 
     /// One step of every stream: `x [B, H]` updated in place, the layer's recurrent states
-    /// (`[B, stepper.state_len()]`) advanced; allocates nothing.
+    /// (`[B, stepper.state_len()]`) advanced, `packed` the layer's [`SsmLayer::pack_step`];
+    /// allocates nothing.
     pub fn step(
         &self,
         store: &ParamStore<T>,
         stepper: &dyn Stepper<T>,
+        packed: &Packed<T>,
         states: &mut [T],
         x: &mut [T],
         scratch: &mut StepScratch<T>,
@@ -233,12 +236,19 @@ impl<T: Float> SsmBlock<T> {
         let n = x.len();
         if self.prenorm {
             self.norm.step(store, x, &mut inner[..n]);
-            self.ssm
-                .step(store, stepper, states, &inner[..n], scratch, &mut out[..n]);
+            self.ssm.step(
+                store,
+                stepper,
+                packed,
+                states,
+                &inner[..n],
+                scratch,
+                &mut out[..n],
+            );
             x.iter_mut().zip(&out[..n]).for_each(|(a, b)| *a += *b);
         } else {
             self.ssm
-                .step(store, stepper, states, x, scratch, &mut out[..n]);
+                .step(store, stepper, packed, states, x, scratch, &mut out[..n]);
             for ((z, a), b) in inner[..n].iter_mut().zip(x.iter()).zip(&out[..n]) {
                 *z = *a + *b;
             }

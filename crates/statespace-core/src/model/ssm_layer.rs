@@ -10,6 +10,7 @@ use super::config::{LayerKind, ModelConfig};
 use crate::engine::float::Float;
 use crate::engine::layers::{self, Dropout, Gelu, Glu, Linear};
 use crate::engine::params::{ParamId, ParamKind, ParamStore};
+use crate::engine::simd::Packed;
 use crate::error::Error;
 use crate::kernels::hope::{HopeConfig, HopeKernel};
 use crate::kernels::s4::{S4Config, S4Kernel};
@@ -301,13 +302,21 @@ impl<T: Float> SsmLayer<T> {
         let _ = batch;
     }
 
+    /// The output projection packed for [`SsmLayer::step`] (one sequential read per step).
+    pub fn pack_step(&self, store: &ParamStore<T>) -> Packed<T> {
+        self.out.pack(store)
+    }
+
     /// One step of every stream: `u [B, H] → y [B, H]` through the map's recurrent form
     /// `stepper` (its states `[B, stepper.state_len()]` advanced), `D·u`, GELU and the output
-    /// projection (evaluation mode: no dropout, no input noise). Allocates nothing.
+    /// projection, packed by [`SsmLayer::pack_step`] (evaluation mode: no dropout, no input noise).
+    /// Allocates nothing.
+    #[allow(clippy::too_many_arguments)]
     pub fn step(
         &self,
         store: &ParamStore<T>,
         stepper: &dyn Stepper<T>,
+        packed: &Packed<T>,
         states: &mut [T],
         u: &[T],
         scratch: &mut StepScratch<T>,
@@ -328,10 +337,10 @@ impl<T: Float> SsmLayer<T> {
         match &self.glu {
             Some(glu) => {
                 let o = &mut scratch.o[..2 * batch * h];
-                self.out.step(store, c, o);
+                self.out.step_packed(store, packed, c, o);
                 glu.step(o, h, y);
             }
-            None => self.out.step(store, c, y),
+            None => self.out.step_packed(store, packed, c, y),
         }
     }
 

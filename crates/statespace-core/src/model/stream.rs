@@ -20,6 +20,7 @@ use super::config::Input;
 use super::ssm_layer::StepScratch;
 use crate::engine::float::Float;
 use crate::engine::layers::Pool;
+use crate::engine::simd::Packed;
 use crate::error::Error;
 use crate::kernels::Stepper;
 
@@ -27,6 +28,9 @@ use crate::kernels::Stepper;
 pub struct Stream<T: Float> {
     /// One recurrent form per block.
     steppers: Vec<Box<dyn Stepper<T>>>,
+    /// Each block's output projection packed for stepping (a copy of the model's weights, read in
+    /// one sequential pass per step: see [`crate::engine::simd::Packed`]).
+    packed: Vec<Packed<T>>,
     /// `states[i] [B, steppers[i].state_len()]`.
     states: Vec<Vec<T>>,
     batch: usize,
@@ -83,8 +87,14 @@ impl<T: Float> Model<T> {
             .map(|s| vec![T::zero(); batch * s.state_len()])
             .collect();
         let z = || vec![T::zero(); batch * h];
+        let packed = self
+            .blocks
+            .iter()
+            .map(|b| b.ssm.pack_step(&self.store))
+            .collect();
         Ok(Stream {
             steppers,
+            packed,
             states,
             batch,
             t: 0,
@@ -106,6 +116,7 @@ impl<T: Float> Model<T> {
             blk.step(
                 store,
                 st.steppers[i].as_ref(),
+                &st.packed[i],
                 &mut st.states[i],
                 &mut st.x,
                 &mut st.scratch,

@@ -55,8 +55,10 @@ impl<T: Float> Gelu<T> {
     /// `x ← x Φ(x)` in place on a few values (recurrent steps: no threads, nothing kept).
     pub fn step(&self, x: &mut [T]) {
         let (half, r2) = (T::of(0.5), T::of(std::f64::consts::FRAC_1_SQRT_2));
-        for v in x.iter_mut() {
-            *v = half * *v * (T::one() + (*v * r2).erf());
-        }
+        crate::engine::simd::with_isa(|| {
+            for v in x.iter_mut() {
+                *v = half * *v * (T::one() + (*v * r2).erf());
+            }
+        })
     }
 }

@@ -63,11 +63,13 @@ impl<T: Float> Glu<T> {
 
     /// The map on single vectors, for recurrent steps: `x [B, 2C] → y [B, C]`.
     pub fn step(&self, x: &[T], c: usize, y: &mut [T]) {
-        for (xr, yr) in x.chunks_exact(2 * c).zip(y.chunks_exact_mut(c)) {
-            let (a, g) = xr.split_at(c);
-            for ((yv, &av), &gv) in yr.iter_mut().zip(a).zip(g) {
-                *yv = av * sigmoid(gv);
+        crate::engine::simd::with_isa(|| {
+            for (xr, yr) in x.chunks_exact(2 * c).zip(y.chunks_exact_mut(c)) {
+                let (a, g) = xr.split_at(c);
+                for ((yv, &av), &gv) in yr.iter_mut().zip(a).zip(g) {
+                    *yv = av * sigmoid(gv);
+                }
             }
-        }
+        })
     }
 }

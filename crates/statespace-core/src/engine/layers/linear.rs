@@ -164,4 +164,35 @@ impl<T: Float> Linear<T> {
         }
         T::gemv_batch(w, bias, x, cin, y);
     }
+
+    /// The weights packed for [`Linear::step_packed`] (a copy; pack again after the weights change).
+    pub fn pack(&self, store: &ParamStore<T>) -> crate::engine::simd::Packed<T> {
+        crate::engine::simd::Packed::new(store.value(self.w), self.cout, self.cin)
+    }
+
+    /// [`Linear::step`] on weights packed by [`Linear::pack`]: at batch 1, one sequential read of
+    /// the weights (several streams run [`Linear::step`]).
+    pub fn step_packed(
+        &self,
+        store: &ParamStore<T>,
+        packed: &crate::engine::simd::Packed<T>,
+        x: &[T],
+        y: &mut [T],
+    ) {
+        assert!(
+            packed.rows() == self.cout && packed.cols() == self.cin,
+            "Linear::step_packed: packed [{}, {}] for a [{}, {}] layer",
+            packed.rows(),
+            packed.cols(),
+            self.cout,
+            self.cin
+        );
+        if x.len() != self.cin {
+            // several streams: the register blocks of 4 rows × 2 streams on the row-major weights
+            // measured faster than on the packed ones (each row block in L1 for all streams)
+            return self.step(store, x, y);
+        }
+        let bias = self.b.map(|id| store.value(id));
+        T::packed_gemv(packed, bias, x, y);
+    }
 }
