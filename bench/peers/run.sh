@@ -13,13 +13,14 @@ threads="${THREADS:-2}"
 out="$here/results.jsonl"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q torch numpy jax s5-pytorch
+    "$venv/bin/pip" install -q torch==2.11.0 numpy jax s5-pytorch   # torch pinned: the torch engine's version
 fi
 py="$venv/bin/python"
 : > "$out"
 echo "peers: torch S4D kernel, training step, recurrent step" >&2
 "$py" "$here/torch_s4d.py" kernel --h 256 --m 64 --l 4096 --threads "$threads" >> "$out"
 "$py" "$here/torch_s4d.py" train --layers 4 --h 128 --n 64 --b 16 --l 1024 --threads "$threads" >> "$out"
+"$py" "$here/torch_s4d.py" train --layers 4 --h 64 --n 64 --b 50 --l 784 --threads "$threads" >> "$out"
 "$py" "$here/torch_s4d.py" step --layers 6 --h 256 --n 64 >> "$out"
 echo "peers: jax S4D kernel" >&2
 "$py" "$here/jax_s4d.py" --h 256 --m 64 --l 4096 >> "$out"

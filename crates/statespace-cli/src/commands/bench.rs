@@ -151,6 +151,10 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
         run_case("training step 4×H128 N64 B16 L1024", &mut || {
             vec![bench::train_step(4, 128, 64, 16, 1024, t, a.secs, 3)]
         });
+        // the shape users start with (sequential MNIST: 4×H64, batch 50, L 784)
+        run_case("training step 4×H64 N64 B50 L784", &mut || {
+            vec![bench::train_step(4, 64, 64, 50, 784, t, a.secs, 3)]
+        });
     }
     if has("scaling") {
         let lens: &[usize] = if a.quick {
