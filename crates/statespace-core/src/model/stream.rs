@@ -69,7 +69,10 @@ impl<T: Float> Stream<T> {
 
 impl<T: Float> Model<T> {
     /// A fresh [`Stream`] for `batch` independent streams (an error for bidirectional or
-    /// non-causal models and for pair models).
+    /// non-causal models and for pair models). The stream copies what stepping reads — each
+    /// layer's recurrence coefficients and its output projection packed for one sequential read —
+    /// so a stream made before the weights change keeps the old ones: make a new stream after
+    /// training or loading a checkpoint.
     pub fn stream(&self, batch: usize) -> Result<Stream<T>, Error> {
         if self.io.pair {
             return Err(Error::Unsupported(
