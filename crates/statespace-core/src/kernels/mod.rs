@@ -35,12 +35,11 @@ pub trait Stepper<T: Float>: Send + Sync {
     /// [`Stepper::step`] for B streams at once: `states [B, state_len]`, `u, y [B, H]`. Kernels
     /// that can read their coefficients once for all streams override it.
     fn step_batch(&self, states: &mut [T], u: &[T], y: &mut [T]) {
-        let (sl, h) = (
-            self.state_len(),
-            y.len() / (states.len() / self.state_len().max(1)).max(1),
-        );
+        let sl = self.state_len().max(1);
+        let batch = (states.len() / sl).max(1);
+        let h = (u.len() / batch).max(1);
         for ((st, ub), yb) in states
-            .chunks_exact_mut(sl.max(1))
+            .chunks_exact_mut(sl)
             .zip(u.chunks_exact(h))
             .zip(y.chunks_exact_mut(h))
         {
