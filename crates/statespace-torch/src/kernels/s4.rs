@@ -1,0 +1,90 @@
+//! S4: the DPLR kernel by Cauchy sums and the Woodbury identity at the roots of unity, with the C̃
+//! trick (`statespace-core`'s `kernels/s4.rs`).
+//!
+//! ```text
+//!   log_dt [H], log_lambda_real/lambda_imag [S, M], p_re/p_im [S, r, M], b_re/b_im [S, M],
+//!   c_re/c_im [D, H, M] (C̃), buffer kernel_len [1]; channel h uses copy h mod S
+//!   full set (N = 2M): Λ = [Λ; Λ̄], rows ℓ = (C̃, P̄₁ … P̄ᵣ), columns ρ = (B, P₁ … Pᵣ), each [x; x̄]
+//!   ω_k = e^{−2πik/L}, k = 0 … L/2;  g = (Δ/2)(1 + ω),  Dₙ = 1/((1 − ω) − g Λₙ)
+//!   S_ab = Σₙ ℓ_a,ₙ Dₙ ρ_b,ₙ
+//!   K̂ = Δ·[S_cb − g·S_cp (I + g·S_pp)⁻¹ S_pb],   K = irfft(K̂, L)[:len]   (L = kernel_len ≥ len)
+//! ```
+//! The rank is 1 (LegS, LagT, FouT) or 2 (LegT); the r×r solve is written out.
+
+use super::{KernelCtx, Named, clamped_real};
+use crate::tensor::{complex, hermitian_ends, rfft_omegas};
+use crate::{Error, Result};
+use tch::{Kind, Tensor};
+
+/// `K [D, H, len]` of the S4 kernel `prefix`, built at `kernel_len` frequencies.
+pub fn kernel(
+    p: &Named,
+    prefix: &str,
+    ctx: KernelCtx,
+    kernel_len: usize,
+    len: usize,
+) -> Result<Tensor> {
+    if len > kernel_len {
+        return Err(Error::Invalid(format!(
+            "{prefix}: S4 on the torch engine runs at lengths up to its kernel_len ({kernel_len}), got {len}"
+        )));
+    }
+    let g = |s: &str| -> Result<Tensor> { Ok(ctx.real(p.get(&format!("{prefix}.{s}"))?)) };
+    let log_dt = g("log_dt")?;
+    let h = log_dt.size()[0];
+    let s = g("log_lambda_real")?.size()[0];
+    let copy = Tensor::arange(h, (Kind::Int64, ctx.device)).remainder(s);
+    let per = |t: Tensor| t.index_select(0, &copy);
+    let lam = per(complex(
+        &clamped_real(&g("log_lambda_real")?),
+        &g("lambda_imag")?,
+    )); // [H, M]
+    let pp = per(complex(&g("p_re")?, &g("p_im")?)); // [H, r, M]
+    let b = per(complex(&g("b_re")?, &g("b_im")?)); // [H, M]
+    let ct = complex(&g("c_re")?, &g("c_im")?); // [D, H, M]
+    let r = pp.size()[1];
+    let full = |x: &Tensor| Tensor::cat(&[x.shallow_clone(), x.conj()], -1);
+    let lam_f = full(&lam); // [H, N]
+    let rho_b = full(&b); // [H, N]
+    let rho_p = full(&pp); // [H, r, N]
+    let ell_p = full(&pp.conj()); // [H, r, N]
+    let ell_c = full(&ct); // [D, H, N]
+    let dt = log_dt.exp().unsqueeze(-1); // [H, 1]
+    let omega = rfft_omegas(kernel_len, ctx.device).to_kind(crate::tensor::complex_of(ctx.kind));
+    let e = -&omega + 1.0; // [W]
+    let gw = &dt / 2.0 * (&omega + 1.0); // [H, W]
+    let den = e - gw.unsqueeze(1) * lam_f.unsqueeze(-1); // [H, N, W]
+    let dn = den.reciprocal();
+    let es = |eq: &str, ts: &[&Tensor]| Tensor::einsum(eq, ts, None::<i64>);
+    let s_cb = es("dhn,hn,hnw->dhw", &[&ell_c, &rho_b, &dn]); // [D, H, W]
+    let s_cp = es("dhn,hjn,hnw->dhjw", &[&ell_c, &rho_p, &dn]); // [D, H, r, W]
+    let s_pb = es("hin,hn,hnw->hiw", &[&ell_p, &rho_b, &dn]); // [H, r, W]
+    let s_pp = es("hin,hjn,hnw->hijw", &[&ell_p, &rho_p, &dn]); // [H, r, r, W]
+    let gpp = gw.unsqueeze(1).unsqueeze(1) * s_pp; // g·S_pp
+    // x = (I + g S_pp)⁻¹ S_pb
+    let x = match r {
+        1 => &s_pb / (gpp.select(1, 0).select(1, 0) + 1.0).unsqueeze(1),
+        2 => {
+            let c00 = gpp.select(1, 0).select(1, 0) + 1.0;
+            let c01 = gpp.select(1, 0).select(1, 1);
+            let c10 = gpp.select(1, 1).select(1, 0);
+            let c11 = gpp.select(1, 1).select(1, 1) + 1.0;
+            let (y0, y1) = (s_pb.select(1, 0), s_pb.select(1, 1));
+            let det = &c00 * &c11 - &c01 * &c10;
+            let x0 = (&c11 * &y0 - &c01 * &y1) / &det;
+            let x1 = (&c00 * &y1 - &c10 * &y0) / &det;
+            Tensor::stack(&[x0, x1], 1)
+        }
+        _ => {
+            return Err(Error::Invalid(format!(
+                "{prefix}: S4 supports rank 1 or 2, the parameters have rank {r}"
+            )));
+        }
+    }; // [H, r, W]
+    let corr = (s_cp * x.unsqueeze(0)).sum_dim_intlist(2, false, None::<Kind>); // [D, H, W]
+    let khat = (s_cb - gw.unsqueeze(0) * corr) * dt.unsqueeze(0);
+    let khat = hermitian_ends(&khat, kernel_len);
+    Ok(khat
+        .fft_irfft(kernel_len as i64, -1, "backward")
+        .narrow(-1, 0, len as i64))
+}
