@@ -94,15 +94,7 @@ fn main() -> ExitCode {
         Command::Stream(a) => stream::run(&a),
         Command::Bench(a) => bench::run(&a).map_err(Failure::Input),
         Command::Generate(a) => generate::run(&a),
-        Command::Train(a) => train::train(
-            a.config.as_deref(),
-            a.resume.as_deref(),
-            &a.sets,
-            a.data.as_deref(),
-            a.out.as_deref(),
-            a.quiet,
-            a.max_memory.as_deref(),
-        ),
+        Command::Train(a) => train::train(&a),
         Command::Eval(a) => train::eval(&a.checkpoint, a.data.as_deref()).map_err(Failure::Input),
     };
     match result {

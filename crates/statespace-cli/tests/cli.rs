@@ -1563,3 +1563,34 @@ fn ptd_reports_the_shipped_perturbation_and_transfer_errors_on_a_pole_resolving_
     assert!(v["transfer_error_e0_ptd"].as_f64().unwrap() < 2.0, "{v}");
     assert!(v["transfer_error_ptd"].as_f64().unwrap() < 5.0, "{v}");
 }
+
+#[test]
+fn engine_and_device_choices_are_checked() {
+    let dir = tmpdir();
+    let cfg = write(
+        dir.path(),
+        "c.toml",
+        "[task]\nname = \"copying\"\ntrain_size = 64\n",
+    );
+    let out = dir.path().join("run");
+    let (c, o) = (cfg.to_str().unwrap(), out.to_str().unwrap());
+    // the CPU engine has no GPU device
+    let r = run(&["train", "--config", c, "--out", o, "--device", "cuda"]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(stderr(&r).contains("--device cuda"), "{}", stderr(&r));
+    let r = run(&[
+        "train", "--config", c, "--out", o, "--engine", "torch", "--device", "gpu0",
+    ]);
+    assert_eq!(r.status.code(), Some(2));
+    if cfg!(feature = "torch") {
+        assert!(
+            stderr(&r).contains("expected cpu, cuda or cuda:N"),
+            "{}",
+            stderr(&r)
+        );
+    } else {
+        // the default build names the feature that brings the torch engine
+        assert!(stderr(&r).contains("--features torch"), "{}", stderr(&r));
+    }
+    assert!(!out.join("last.safetensors").exists());
+}

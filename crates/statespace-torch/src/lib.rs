@@ -26,10 +26,14 @@
 pub mod dropout;
 pub mod kernels;
 pub mod model;
+pub mod optim;
 pub mod tensor;
+pub mod train;
 
-pub use model::{TorchModel, TorchOptions};
+pub use model::{TorchInput, TorchModel, TorchOptions};
+pub use optim::TorchAdamW;
 pub use tch;
+pub use train::TorchEngine;
 
 /// Errors of the torch engine.
 #[derive(Debug, thiserror::Error)]

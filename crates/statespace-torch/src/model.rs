@@ -157,6 +157,33 @@ impl TorchModel {
         Ok(())
     }
 
+    /// Replaces the parameter values and buffers by `cpu`'s (same config), keeping the tensors (and
+    /// so an optimizer's references to them).
+    pub fn load_from_cpu<T: Float>(&mut self, cpu: &Model<T>) -> Result<()> {
+        tch::no_grad(|| -> Result<()> {
+            for p in &cpu.store.params {
+                let t = self.params.get(&p.name)?;
+                let v: Vec<f64> = p.value.iter().map(|x| x.f64()).collect();
+                let src = from_f64(&v, &p.shape, self.kind, self.device);
+                let mut t = t.shallow_clone();
+                t.copy_(&src);
+            }
+            Ok(())
+        })?;
+        let h = cpu.cfg.d_model;
+        for (name, b) in cpu.buffers() {
+            let v: Vec<f64> = b.iter().map(|x| x.f64()).collect();
+            let shape = if name.ends_with("kernel_norm") {
+                vec![v.len() / h, h]
+            } else {
+                vec![v.len()]
+            };
+            self.buffers
+                .insert(name, from_f64(&v, &shape, self.kind, self.device));
+        }
+        Ok(())
+    }
+
     /// Every parameter's gradient as f64 (zeros where none was accumulated), in the store's order.
     pub fn grads(&self) -> Vec<(String, Vec<f64>)> {
         self.params

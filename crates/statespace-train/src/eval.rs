@@ -51,6 +51,24 @@ pub fn evaluate_first(
     batch_size: usize,
     limit: Option<usize>,
 ) -> Result<Score, String> {
+    let mut dout = Vec::new();
+    evaluate_with(task, split, batch_size, limit, &mut |batch, n| {
+        Ok(batch_loss(model, task, batch, n, false, 0, &mut dout))
+    })
+}
+
+/// The evaluation-mode `(loss, correct, counted)` of a batch of `n` examples on some engine.
+pub type BatchScore<'a> = dyn FnMut(&Batch, usize) -> Result<(f64, usize, usize), String> + 'a;
+
+/// Evaluates the first `limit` examples of `split` (all for `None`) with `loss(batch, n)`, the
+/// evaluation-mode `(loss, correct, counted)` of a batch of `n` examples on any engine.
+pub fn evaluate_with(
+    task: &dyn SeqTask,
+    split: Split,
+    batch_size: usize,
+    limit: Option<usize>,
+    loss_of: &mut BatchScore<'_>,
+) -> Result<Score, String> {
     let size = task.size(split).min(limit.unwrap_or(usize::MAX));
     if size == 0 {
         return Err(format!(
@@ -59,7 +77,6 @@ pub fn evaluate_first(
         ));
     }
     let mut batch = Batch::default();
-    let mut dout = Vec::new();
     let (mut loss, mut correct, mut counted, mut weight) = (0.0, 0usize, 0usize, 0usize);
     let classify = !matches!(task.spec().target, TargetSpec::Regression { .. });
     for start in (0..size).step_by(batch_size) {
@@ -67,7 +84,7 @@ pub fn evaluate_first(
         task.fill(split, &idx, &mut batch)
             .map_err(|e| e.to_string())?;
         batch.trim(&task.spec(), TRIM_MULTIPLE);
-        let (l, c, n) = batch_loss(model, task, &batch, idx.len(), false, 0, &mut dout);
+        let (l, c, n) = loss_of(&batch, idx.len())?;
         if !l.is_finite() {
             return Err(format!(
                 "the {} loss is {l} on examples {start}..{} (the model's outputs are not finite)",

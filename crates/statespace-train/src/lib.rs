@@ -9,6 +9,7 @@
 //! with the same config and thread count reproduces an uninterrupted run bit for bit.
 
 pub mod config;
+pub mod engine;
 pub mod eval;
 pub mod memory;
 pub mod metrics;
@@ -17,9 +18,12 @@ pub mod run_dir;
 pub mod tasks;
 
 pub use config::{NonFinite, RunConfig, TrainConfig, init_threads};
-pub use eval::{TRIM_MULTIPLE, batch_loss, evaluate, evaluate_first};
+pub use engine::{CpuEngine, Engine};
+pub use eval::{TRIM_MULTIPLE, batch_loss, evaluate, evaluate_first, evaluate_with};
 pub use metrics::Score;
-pub use run::{Outcome, Progress, RunOptions, Summary, run, run_with};
+pub use run::{
+    EngineFactory, Outcome, Progress, RunOptions, Summary, run, run_with, run_with_engine,
+};
 pub use run_dir::{
     LoadedRun, RunLock, config_diff, config_of, eval_checkpoint, load_model, load_model_only,
     load_weights, robustness, write_metrics_csv,

@@ -3,7 +3,8 @@
 //! that saves, exact resume.
 
 use crate::config::{NonFinite, RunConfig, init_threads};
-use crate::eval::{TRIM_MULTIPLE, batch_loss, evaluate};
+use crate::engine::{CpuEngine, Engine};
+use crate::eval::{TRIM_MULTIPLE, evaluate_with};
 use crate::metrics::Score;
 use crate::run_dir::{
     RunLock, State, config_diff, config_of, finished_test_line, load_weights, save_best, save_last,
@@ -89,6 +90,9 @@ pub struct RunOptions<'a> {
     /// is made NaN after the backward pass.
     #[doc(hidden)]
     pub fault_steps: &'a [usize],
+    /// For tests of interruption: stop (as on a signal) once the run has done this many steps.
+    #[doc(hidden)]
+    pub stop_after: Option<usize>,
     /// Refuse the run when its memory estimate exceeds this many bytes (default: what the machine
     /// has available, see [`crate::memory::available`]).
     pub max_memory: Option<u64>,
@@ -154,6 +158,18 @@ pub fn format_duration(s: f64) -> String {
     }
 }
 
+/// Scores `split` on an engine in evaluation mode.
+fn evaluate_engine(
+    engine: &mut dyn Engine,
+    task: &dyn SeqTask,
+    split: Split,
+    batch_size: usize,
+) -> Result<crate::metrics::Score, String> {
+    evaluate_with(task, split, batch_size, None, &mut |b, n| {
+        engine.batch(task, b, n, false, 0)
+    })
+}
+
 /// Trains (or resumes) the run in `dir`; `quiet` shows nothing, otherwise a progress bar.
 pub fn run(
     cfg: &RunConfig,
@@ -175,6 +191,7 @@ pub fn run(
             },
             stop: None,
             fault_steps: &[],
+            stop_after: None,
             max_memory: None,
         },
     )
@@ -229,8 +246,22 @@ impl Reporter {
     }
 }
 
-/// Trains (or resumes) the run in `dir`.
+/// Builds the engine a run trains on from the initialized (or resumed) CPU model and optimizer.
+pub type EngineFactory<'a> = &'a dyn Fn(Model<f32>, AdamW<f32>) -> Result<Box<dyn Engine>, String>;
+
+/// Trains (or resumes) the run in `dir` on the CPU engine.
 pub fn run_with(cfg: &RunConfig, dir: &Path, opts: &RunOptions) -> Result<Summary, String> {
+    run_with_engine(cfg, dir, opts, &|m, o| Ok(Box::new(CpuEngine::new(m, o))))
+}
+
+/// Trains (or resumes) the run in `dir` on the engine `make` builds (the CPU engine's model and
+/// optimizer state, initialized or loaded from `last`, are handed to it).
+pub fn run_with_engine(
+    cfg: &RunConfig,
+    dir: &Path,
+    opts: &RunOptions,
+    make: EngineFactory<'_>,
+) -> Result<Summary, String> {
     cfg.validate()?;
     init_threads(cfg.train.threads);
     let t0 = Instant::now();
@@ -366,6 +397,7 @@ pub fn run_with(cfg: &RunConfig, dir: &Path, opts: &RunOptions) -> Result<Summar
     } else {
         let _ = std::fs::remove_file(&metrics_path);
     }
+    let mut engine = make(model, opt)?;
     let toml_text = toml::to_string(cfg).map_err(|e| e.to_string())?;
     checkpoint::write_atomic(&dir.join("config.toml"), toml_text.as_bytes())?;
     let mut metrics = std::fs::OpenOptions::new()
@@ -384,7 +416,6 @@ pub fn run_with(cfg: &RunConfig, dir: &Path, opts: &RunOptions) -> Result<Summar
     let rep = Reporter::new(opts.progress, start_step.min(stop), stop);
     let classify = !matches!(task.spec().target, TargetSpec::Regression { .. });
     let mut batch = Batch::default();
-    let mut dout = Vec::new();
     let mut order: Option<(usize, Vec<usize>)> = None;
     let t_train = Instant::now();
     // sequence positions computed (after cutting each batch to its longest sequence)
@@ -411,27 +442,19 @@ pub fn run_with(cfg: &RunConfig, dir: &Path, opts: &RunOptions) -> Result<Summar
         let blen = batch.trim(&task.spec(), TRIM_MULTIPLE);
         let towers = if task.spec().pair { 2 } else { 1 };
         positions += tc.batch_size * towers * blen;
-        model.store.zero_grad();
         let seed =
             layers::splitmix64(tc.seed ^ (st.step as u64).wrapping_mul(0xA24B_AED4_963E_E407));
-        let (loss, correct, counted) = batch_loss(
-            &mut model,
-            task.as_ref(),
-            &batch,
-            tc.batch_size,
-            true,
-            seed,
-            &mut dout,
-        );
+        // zero_grad, forward, loss and (for a finite loss) backward
+        let (loss, correct, counted) =
+            engine.batch(task.as_ref(), &batch, tc.batch_size, true, seed)?;
         // a non-finite loss or gradient never reaches the weights
         let bad = if !loss.is_finite() {
             Some(format!("the loss is {loss}"))
         } else {
-            model.backward(&dout);
             if opts.fault_steps.contains(&st.step) {
-                model.store.params[0].grad[0] = f32::NAN;
+                engine.poison_gradient();
             }
-            let norm = optim::clip_grad_norm(&mut model.store, tc.grad_clip);
+            let norm = engine.clip_grad_norm(tc.grad_clip);
             (!norm.is_finite()).then(|| format!("the gradient norm is {norm}"))
         };
         let scale = optim::schedule(st.step, tc.warmup_steps, total, tc.min_lr_ratio);
@@ -454,7 +477,7 @@ pub fn run_with(cfg: &RunConfig, dir: &Path, opts: &RunOptions) -> Result<Summar
                 skipped += 1;
             }
             None => {
-                opt.step(&mut model.store, &optim_cfg, scale);
+                engine.optim_step(&optim_cfg, scale);
                 st.window.add(loss, correct, counted);
             }
         }
@@ -493,11 +516,16 @@ pub fn run_with(cfg: &RunConfig, dir: &Path, opts: &RunOptions) -> Result<Summar
         rep.bar.set_position((st.step - start_step) as u64);
         let epoch_end = st.step.is_multiple_of(spe) || st.step == stop;
         if epoch_end {
-            let val = evaluate(&mut model, task.as_ref(), Split::Val, tc.eval_batch_size)?;
+            let val = evaluate_engine(
+                engine.as_mut(),
+                task.as_ref(),
+                Split::Val,
+                tc.eval_batch_size,
+            )?;
             let better = st.best_val.is_none_or(|b| val.key() > b.key());
             if better {
                 st.best_val = Some(val);
-                save_best(dir, cfg, &model, &st, val)?;
+                save_best(dir, cfg, engine.state()?.0, &st, val)?;
             }
             log(
                 serde_json::json!({"step": st.step, "epoch": epoch, "val_loss": val.loss, "val_acc": val.acc, "best": better}),
@@ -514,10 +542,13 @@ pub fn run_with(cfg: &RunConfig, dir: &Path, opts: &RunOptions) -> Result<Summar
                 if better { " (best)" } else { "" }
             ));
         }
-        let stopping = opts.stop.is_some_and(|s| s.load(Ordering::SeqCst)) && st.step < stop;
+        let stopping = (opts.stop.is_some_and(|s| s.load(Ordering::SeqCst))
+            || opts.stop_after.is_some_and(|n| st.step >= n))
+            && st.step < stop;
         if epoch_end || st.step.is_multiple_of(tc.checkpoint_every) || stopping {
+            let (model, opt) = engine.state()?;
             st.optim_t = opt.t;
-            save_last(dir, cfg, &model, &opt, &st)?;
+            save_last(dir, cfg, model, opt, &st)?;
             st.last_saved = st.step;
         }
         if stopping {
@@ -543,13 +574,23 @@ pub fn run_with(cfg: &RunConfig, dir: &Path, opts: &RunOptions) -> Result<Summar
     // e.g. train.max_steps = 0, is validated now so that there is one).
     let best_path = dir.join("best.safetensors");
     if st.best_val.is_none() || !best_path.exists() {
-        let val = evaluate(&mut model, task.as_ref(), Split::Val, tc.eval_batch_size)?;
+        let val = evaluate_engine(
+            engine.as_mut(),
+            task.as_ref(),
+            Split::Val,
+            tc.eval_batch_size,
+        )?;
         st.best_val = Some(val);
-        save_best(dir, cfg, &model, &st, val)?;
+        save_best(dir, cfg, engine.state()?.0, &st, val)?;
     }
     let loaded = checkpoint::load::<f32>(&best_path)?;
-    load_weights(&best_path, &mut model, &loaded)?;
-    let test = evaluate(&mut model, task.as_ref(), Split::Test, tc.eval_batch_size)?;
+    engine.load(&mut |m| load_weights(&best_path, m, &loaded))?;
+    let test = evaluate_engine(
+        engine.as_mut(),
+        task.as_ref(),
+        Split::Test,
+        tc.eval_batch_size,
+    )?;
     log(serde_json::json!({"step": st.step, "test_loss": test.loss, "test_acc": test.acc}))?;
     write_metrics_csv(dir)?;
     Ok(Summary {

@@ -287,6 +287,7 @@ fn run_stopping(
             progress: train::Progress::Silent,
             stop: Some(&flag),
             fault_steps: &[],
+            stop_after: None,
             max_memory: None,
         },
     )
@@ -388,6 +389,7 @@ fn a_non_finite_loss_stops_the_run_or_is_skipped_and_counted() {
             progress: train::Progress::Silent,
             stop: Some(&flag),
             fault_steps: &[2, 3, 11],
+            stop_after: None,
             max_memory: None,
         },
     )
@@ -416,6 +418,7 @@ fn a_non_finite_loss_stops_the_run_or_is_skipped_and_counted() {
             progress: train::Progress::Silent,
             stop: None,
             fault_steps: &[2],
+            stop_after: None,
             max_memory: None,
         },
     )

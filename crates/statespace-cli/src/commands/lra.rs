@@ -281,6 +281,8 @@ pub struct LraArgs {
     /// Refuse the run if its memory estimate exceeds this (e.g. 8G; default: what is available).
     #[arg(long, value_name = "SIZE")]
     max_memory: Option<String>,
+    #[command(flatten)]
+    pub engine: super::engine::EngineArgs,
 }
 
 /// The config of `task` × `kind`.
@@ -335,6 +337,7 @@ pub fn run(a: &LraArgs) -> Result<(), Failure> {
         a.data.as_deref(),
         a.quiet,
         a.max_memory.as_deref(),
+        &a.engine,
     )?;
     let acc = s.test.and_then(|t| t.acc).map_or(f64::NAN, |x| 100.0 * x);
     println!(

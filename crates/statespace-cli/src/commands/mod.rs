@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod data;
+pub mod engine;
 pub mod generate;
 pub mod hippo;
 pub mod kernel;

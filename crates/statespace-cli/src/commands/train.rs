@@ -101,12 +101,21 @@ pub fn execute(
     data: Option<&Path>,
     quiet: bool,
     max_memory: Option<&str>,
+    engine: &super::engine::EngineArgs,
 ) -> Result<train::Summary, Failure> {
+    let make = engine.factory()?;
+    let given = max_memory.is_some();
     let max_memory = max_memory
         .map(|m| {
             train::memory::parse_size(m).map_err(|e| Failure::Input(format!("--max-memory: {e}")))
         })
         .transpose()?;
+    // on a GPU the host estimate (the CPU engine's activations) does not apply
+    let max_memory = if engine.on_gpu() && !given {
+        Some(u64::MAX)
+    } else {
+        max_memory
+    };
     use std::io::IsTerminal;
     let stop = super::stop_flag()?;
     let progress = if quiet {
@@ -116,7 +125,7 @@ pub fn execute(
     } else {
         train::Progress::Lines
     };
-    let s = train::run_with(
+    let s = train::run_with_engine(
         cfg,
         dir,
         &train::RunOptions {
@@ -125,8 +134,10 @@ pub fn execute(
             progress,
             stop: Some(&stop),
             fault_steps: &[],
+            stop_after: None,
             max_memory,
         },
+        &make,
     )
     .map_err(Failure::Input)?;
     if s.outcome != train::Outcome::AlreadyFinished
@@ -154,15 +165,15 @@ pub fn execute(
 }
 
 /// `statespace train`.
-pub fn train(
-    config: Option<&Path>,
-    resume: Option<&Path>,
-    sets: &[String],
-    data: Option<&Path>,
-    out: Option<&Path>,
-    quiet: bool,
-    max_memory: Option<&str>,
-) -> Result<(), Failure> {
+pub fn train(a: &TrainArgs) -> Result<(), Failure> {
+    let (config, resume, sets, data, out) = (
+        a.config.as_deref(),
+        a.resume.as_deref(),
+        &a.sets[..],
+        a.data.as_deref(),
+        a.out.as_deref(),
+    );
+    let (quiet, max_memory, engine) = (a.quiet, a.max_memory.as_deref(), &a.engine);
     let (cfg, dir, resuming) = match (config, resume) {
         (_, Some(dir)) => {
             let cfg = read_config(&dir.join("config.toml"), sets).map_err(Failure::Input)?;
@@ -186,12 +197,19 @@ pub fn train(
         }
     };
     eprintln!(
-        "{} {} → {}",
+        "{} {} → {}{}",
         if resuming { "resuming" } else { "training" },
         describe(&cfg),
-        dir.display()
+        dir.display(),
+        match engine.engine {
+            super::engine::EngineKind::Cpu => String::new(),
+            super::engine::EngineKind::Torch => format!(
+                " (torch engine, {})",
+                engine.device.as_deref().unwrap_or("cpu")
+            ),
+        }
     );
-    let s = execute(&cfg, &dir, resuming, data, quiet, max_memory)?;
+    let s = execute(&cfg, &dir, resuming, data, quiet, max_memory, engine)?;
     let acc = |sc: &train::Score| {
         sc.acc
             .map(|a| format!("accuracy {:.2}%", 100.0 * a))
@@ -348,6 +366,8 @@ pub struct TrainArgs {
     /// has available: MemAvailable or the cgroup's limit).
     #[arg(long, value_name = "SIZE")]
     pub max_memory: Option<String>,
+    #[command(flatten)]
+    pub engine: super::engine::EngineArgs,
 }
 
 #[derive(Args)]

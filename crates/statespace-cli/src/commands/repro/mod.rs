@@ -219,6 +219,7 @@ impl Ctx {
                 },
                 stop: Some(&self.stop),
                 fault_steps: &[],
+                stop_after: None,
                 max_memory: None,
             },
         )
