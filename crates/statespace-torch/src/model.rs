@@ -28,12 +28,34 @@ pub struct TorchOptions {
     /// Kernel generation (and S5's scan) in f64, the result rounded to the model's dtype once (the
     /// CPU engine's choice; default true). False: in the model's dtype, as the reference PyTorch code.
     pub kernel_f64: bool,
+    /// The two-phase backward of the kernels in training (default true): each kernel `K` is made
+    /// without autograd and enters the graph as a leaf; [`TorchModel::backward`] then recomputes it
+    /// chunk by chunk with autograd and back-propagates each chunk's `dK`, so the kernel's
+    /// intermediates (`[H, M, L]` Vandermonde, `[H, N, L/2]` Cauchy matrix) never live whole. False:
+    /// one autograd graph through the whole kernel (memory `O(H·N·L)` per layer).
+    pub two_phase: bool,
+    /// The largest intermediate a kernel chunk of the two-phase backward may make (bytes).
+    pub chunk_bytes: usize,
 }
 
 impl Default for TorchOptions {
     fn default() -> Self {
-        Self { kernel_f64: true }
+        Self {
+            kernel_f64: true,
+            two_phase: true,
+            chunk_bytes: 64 << 20,
+        }
     }
+}
+
+/// A kernel that entered the graph as a leaf in the last training forward.
+#[derive(Debug)]
+struct Pending {
+    /// The kernel's parameter prefix (`blocks.i.ssm.kernel`).
+    prefix: String,
+    /// `K [dirs, H, L]` (leaf; its gradient is `dK` after the graph's backward).
+    leaf: Tensor,
+    len: usize,
 }
 
 /// A batch of inputs on the model's device.
@@ -75,6 +97,10 @@ pub struct TorchModel {
     /// Non-trainable state by name (BatchNorm running statistics, S4's `kernel_len`, SGConv's
     /// `kernel_norm`).
     pub buffers: Named,
+    /// Kernels of the last training forward awaiting the second phase of the backward.
+    pending: Vec<Pending>,
+    /// The current forward makes its kernels as leaves (training with `two_phase`).
+    leaves: bool,
 }
 
 impl TorchModel {
@@ -118,6 +144,8 @@ impl TorchModel {
             params,
             groups,
             buffers,
+            pending: Vec::new(),
+            leaves: false,
         })
     }
 
@@ -325,36 +353,18 @@ impl TorchModel {
         }
     }
 
-    /// The sequence map of block `prefix`'s SSM layer: `u [B, H, L] → [B, H, L]` (without `D·u`).
-    pub fn sequence_map(&mut self, prefix: &str, u: &Tensor) -> Result<Tensor> {
+    /// `K [dirs, H, len]` of the kernel `kp` (`blocks.i.ssm.kernel`) in the kernel dtype, with
+    /// autograd unless called under `no_grad`; sets the buffers a first forward sets (S4's
+    /// `kernel_len`, SGConv's `kernel_norm`).
+    fn kernel(&mut self, kp: &str, len: usize) -> Result<Tensor> {
         let ctx = self.ctx();
-        let len = u.size()[2] as usize;
-        let kp = format!("{prefix}.kernel");
-        let k = match self.cfg.kind {
-            LayerKind::S5 | LayerKind::S5Ptd => {
-                return kernels::s5::forward(
-                    &self.params,
-                    &format!("{prefix}.s5"),
-                    self.cfg.disc,
-                    self.cfg.s5.step_rescale,
-                    ctx,
-                    u,
-                );
-            }
+        match self.cfg.kind {
             LayerKind::S4d | LayerKind::S4Ptd => {
-                kernels::s4d::kernel(&self.params, &kp, self.cfg.disc, ctx, 0, len)?
+                kernels::s4d::kernel(&self.params, kp, self.cfg.disc, ctx, 0, len)
             }
             LayerKind::S4 => {
-                let name = format!("{kp}.kernel_len");
-                let kl = self.buffers.get(&name)?.double_value(&[0]).round().max(0.0) as usize;
-                let kl = if kl == 0 {
-                    self.buffers
-                        .insert(name, from_f64(&[len as f64], &[1], self.kind, self.device));
-                    len
-                } else {
-                    kl
-                };
-                kernels::s4::kernel(&self.params, &kp, ctx, kl, len)?
+                let kl = self.s4_kernel_len(kp, len)?;
+                kernels::s4::kernel(&self.params, kp, ctx, kl, len)
             }
             LayerKind::Sgconv => {
                 let name = format!("{kp}.kernel_norm");
@@ -366,7 +376,7 @@ impl TorchModel {
                 }
                 let k = kernels::sgconv::kernel(
                     &self.params,
-                    &kp,
+                    kp,
                     &self.cfg.sgconv,
                     self.cfg.l_max,
                     &mut norm,
@@ -374,13 +384,179 @@ impl TorchModel {
                     len,
                 )?;
                 self.buffers.insert(name, norm);
-                k
+                Ok(k)
             }
             LayerKind::Hope => {
-                kernels::hope::kernel(&self.params, &kp, self.cfg.hope.mode, ctx, len)?
+                kernels::hope::kernel(&self.params, kp, self.cfg.hope.mode, ctx, len)
             }
+            LayerKind::S5 | LayerKind::S5Ptd => {
+                Err(Error::Invalid("S5 has no convolution kernel".into()))
+            }
+        }
+    }
+
+    /// S4's `kernel_len` buffer (set to `len` by the first forward).
+    fn s4_kernel_len(&mut self, kp: &str, len: usize) -> Result<usize> {
+        let name = format!("{kp}.kernel_len");
+        let kl = self.buffers.get(&name)?.double_value(&[0]).round().max(0.0) as usize;
+        Ok(if kl == 0 {
+            self.buffers
+                .insert(name, from_f64(&[len as f64], &[1], self.kind, self.device));
+            len
+        } else {
+            kl
+        })
+    }
+
+    /// The sequence map of block `prefix`'s SSM layer: `u [B, H, L] → [B, H, L]` (without `D·u`).
+    pub fn sequence_map(&mut self, prefix: &str, u: &Tensor) -> Result<Tensor> {
+        let len = u.size()[2] as usize;
+        if matches!(self.cfg.kind, LayerKind::S5 | LayerKind::S5Ptd) {
+            return kernels::s5::forward(
+                &self.params,
+                &format!("{prefix}.s5"),
+                self.cfg.disc,
+                self.cfg.s5.step_rescale,
+                self.ctx(),
+                u,
+            );
+        }
+        let kp = format!("{prefix}.kernel");
+        let k = if self.leaves {
+            let k = tch::no_grad(|| self.kernel_in_chunks(&kp, len))?;
+            let leaf = k.to_kind(self.kind).detach().set_requires_grad(true);
+            self.pending.push(Pending {
+                prefix: kp,
+                leaf: leaf.shallow_clone(),
+                len,
+            });
+            leaf
+        } else {
+            self.kernel(&kp, len)?.to_kind(self.kind)
         };
-        Ok(kernels::fftconv::fft_conv(u, &k.to_kind(self.kind)))
+        Ok(kernels::fftconv::fft_conv(u, &k))
+    }
+
+    /// The backward of the last forward from `dout` (the gradient of the loss with respect to its
+    /// output, same shape): autograd through the graph, then the second phase of the kernels that
+    /// entered it as leaves — each recomputed in chunks with autograd, each chunk back-propagated
+    /// with its part of `dK`. Gradients accumulate in the parameters' `grad`.
+    pub fn backward(&mut self, out: &Tensor, dout: &Tensor) -> Result<()> {
+        (out * dout).sum(None::<Kind>).backward();
+        for p in std::mem::take(&mut self.pending) {
+            let dk = p.leaf.grad();
+            if dk.defined() {
+                self.kernel_backward(&p.prefix, p.len, &dk)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `K` as [`TorchModel::kernel`], made in the chunks of the two-phase backward (phase one runs
+    /// without autograd: only a chunk's intermediates are alive at once).
+    fn kernel_in_chunks(&mut self, kp: &str, len: usize) -> Result<Tensor> {
+        let ctx = self.ctx();
+        let budget = self.opts.chunk_bytes.max(1);
+        let h = self.cfg.d_model;
+        match self.cfg.kind {
+            LayerKind::S4d | LayerKind::S4Ptd => {
+                let m = self.p(&format!("{kp}.a_imag"))?.size()[1] as usize;
+                let n = (budget / (h * m * 16 * 4).max(1)).clamp(1, len);
+                let parts = (0..len)
+                    .step_by(n)
+                    .map(|l0| {
+                        kernels::s4d::kernel(
+                            &self.params,
+                            kp,
+                            self.cfg.disc,
+                            ctx,
+                            l0,
+                            n.min(len - l0),
+                        )
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Tensor::cat(&parts, -1))
+            }
+            LayerKind::S4 => {
+                let kl = self.s4_kernel_len(kp, len)?;
+                let bins = kl / 2 + 1;
+                let n_modes = 2 * self.p(&format!("{kp}.b_re"))?.size()[1] as usize;
+                let w = (budget / (h * n_modes * 16 * 6).max(1)).clamp(1, bins);
+                let parts = (0..bins)
+                    .step_by(w)
+                    .map(|w0| {
+                        kernels::s4::spectrum(&self.params, kp, ctx, kl, w0, w.min(bins - w0))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                kernels::s4::from_spectrum(&Tensor::cat(&parts, -1), kl, len)
+            }
+            _ => self.kernel(kp, len),
+        }
+    }
+
+    /// Phase two for one kernel: `Σ K·dK` back-propagated chunk by chunk.
+    fn kernel_backward(&mut self, kp: &str, len: usize, dk: &Tensor) -> Result<()> {
+        let ctx = self.ctx();
+        let budget = self.opts.chunk_bytes.max(1);
+        let h = self.cfg.d_model;
+        let dk = dk.to_kind(ctx.kind);
+        let push = |k: &Tensor, d: &Tensor| (k * d).sum(None::<Kind>).backward();
+        match self.cfg.kind {
+            LayerKind::S4d | LayerKind::S4Ptd => {
+                // the Vandermonde [H, M, n] (complex, a few alive at once) within the budget
+                let m = self.p(&format!("{kp}.a_imag"))?.size()[1] as usize;
+                let n = (budget / (h * m * 16 * 4).max(1)).clamp(1, len);
+                for l0 in (0..len).step_by(n) {
+                    let c = n.min(len - l0);
+                    let k = kernels::s4d::kernel(&self.params, kp, self.cfg.disc, ctx, l0, c)?;
+                    push(&k, &dk.narrow(-1, l0 as i64, c as i64));
+                }
+            }
+            LayerKind::S4 => {
+                let kl = self.s4_kernel_len(kp, len)?;
+                let bins = kl / 2 + 1;
+                // dK → dK̂ through the (linear) inverse FFT, then the spectrum in chunks of frequencies
+                let leaf =
+                    tch::no_grad(|| kernels::s4::spectrum(&self.params, kp, ctx, kl, 0, bins))?
+                        .detach()
+                        .set_requires_grad(true);
+                push(&kernels::s4::from_spectrum(&leaf, kl, len)?, &dk);
+                let g = leaf.grad();
+                let n_modes = 2 * self.p(&format!("{kp}.b_re"))?.size()[1] as usize;
+                let w = (budget / (h * n_modes * 16 * 6).max(1)).clamp(1, bins);
+                for w0 in (0..bins).step_by(w) {
+                    let c = w.min(bins - w0);
+                    let x = kernels::s4::spectrum(&self.params, kp, ctx, kl, w0, c)?;
+                    let gc = g.narrow(-1, w0 as i64, c as i64);
+                    (x.real() * gc.real() + x.imag() * gc.imag())
+                        .sum(None::<Kind>)
+                        .backward();
+                }
+            }
+            LayerKind::Hope => {
+                // per group of channels (views of the leaves, so the gradients reach them)
+                let hp = self.p(&format!("{kp}.h"))?.shallow_clone();
+                let ldt = self.p(&format!("{kp}.log_dt"))?.shallow_clone();
+                let n = hp.size()[2] as usize;
+                let per = (n * (len + n) * 8 * 8).max(1);
+                let step = (budget / per).clamp(1, h);
+                for h0 in (0..h).step_by(step) {
+                    let c = step.min(h - h0);
+                    let mut sub = Named::default();
+                    sub.insert(format!("{kp}.h"), hp.narrow(1, h0 as i64, c as i64));
+                    sub.insert(format!("{kp}.log_dt"), ldt.narrow(0, h0 as i64, c as i64));
+                    let k = kernels::hope::kernel(&sub, kp, self.cfg.hope.mode, ctx, len)?;
+                    push(&k, &dk.narrow(1, h0 as i64, c as i64));
+                }
+            }
+            // SGConv's kernel is a gather of its taps (intermediates O(H·L), as K itself)
+            LayerKind::Sgconv => {
+                let k = self.kernel(kp, len)?;
+                push(&k, &dk);
+            }
+            LayerKind::S5 | LayerKind::S5Ptd => {}
+        }
+        Ok(())
     }
 
     /// The SSM layer `prefix` (e.g. `blocks.0.ssm`): `u [B, H, L] → y [B, H, L]`.
@@ -477,6 +653,8 @@ impl TorchModel {
         train: bool,
         seed: u64,
     ) -> Result<Tensor> {
+        self.pending.clear();
+        self.leaves = train && self.opts.two_phase;
         let (batch, len) = input.dims();
         let feats = self.forward_features(input, lengths, train, seed)?;
         if self.cfg.pool == Pool::None {

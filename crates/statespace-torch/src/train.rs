@@ -111,7 +111,7 @@ impl Engine for TorchEngine {
             let shape: Vec<usize> = out.size().iter().map(|&d| d as usize).collect();
             let d: Vec<f64> = self.dout.iter().map(|&v| v as f64).collect();
             let dt = from_f64(&d, &shape, out.kind(), out.device());
-            (out * dt).sum(None::<Kind>).backward();
+            self.model.backward(&out, &dt).map_err(|e| e.to_string())?;
         }
         Ok(r)
     }

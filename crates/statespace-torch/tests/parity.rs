@@ -253,10 +253,10 @@ fn rel(a: &[f64], b: &[f64], floor: f64) -> f64 {
 
 /// `case` on the torch engine in `T` against the CPU engine in f64 from the same parameters
 /// (those of a CPU model in `T`, so rounded to `T`); returns the largest relative difference.
-fn run<T: Float>(case: &Case, kind: Kind, tol: f64) -> f64 {
+fn run<T: Float>(case: &Case, kind: Kind, tol: f64, opts: TorchOptions) -> f64 {
     let cfg: ModelConfig = toml::from_str(case.toml).unwrap();
     let init = Model::<T>::new(&cfg, case.io, &mut StdRng::seed_from_u64(7)).unwrap();
-    let mut tm = TorchModel::from_cpu(&init, kind, Device::Cpu, TorchOptions::default()).unwrap();
+    let mut tm = TorchModel::from_cpu(&init, kind, Device::Cpu, opts).unwrap();
     let mut cpu = Model::<f64>::new(&cfg, case.io, &mut StdRng::seed_from_u64(7)).unwrap();
     for (p, q) in cpu.store.params.iter_mut().zip(&init.store.params) {
         p.value = q.value.iter().map(|v| v.f64()).collect();
@@ -300,15 +300,13 @@ fn run<T: Float>(case: &Case, kind: Kind, tol: f64) -> f64 {
     cpu.backward(&dout);
     let out_t = tm.forward(&tin, &case.lengths, true, seed).unwrap();
     let dshape = out_t.size();
-    (&out_t
-        * from_f64(
-            &dout,
-            &dshape.iter().map(|&d| d as usize).collect::<Vec<_>>(),
-            kind,
-            Device::Cpu,
-        ))
-    .sum(None::<Kind>)
-    .backward();
+    let dt = from_f64(
+        &dout,
+        &dshape.iter().map(|&d| d as usize).collect::<Vec<_>>(),
+        kind,
+        Device::Cpu,
+    );
+    tm.backward(&out_t, &dt).unwrap();
     let mut worst = rel(&to_f64(&out_t), &out_cpu, 0.0);
     let floor = 1e-3
         * cpu
@@ -335,18 +333,45 @@ fn run<T: Float>(case: &Case, kind: Kind, tol: f64) -> f64 {
     worst
 }
 
+/// The backward's variants: one autograd graph through each kernel, and the two-phase backward
+/// with a chunk budget so small that every kernel is recomputed in several chunks (lags, frequencies
+/// or channels).
+fn options() -> [(&'static str, TorchOptions); 2] {
+    [
+        (
+            "one graph",
+            TorchOptions {
+                two_phase: false,
+                ..TorchOptions::default()
+            },
+        ),
+        (
+            "two-phase, 4 KiB chunks",
+            TorchOptions {
+                two_phase: true,
+                chunk_bytes: 4 << 10,
+                ..TorchOptions::default()
+            },
+        ),
+    ]
+}
+
 #[test]
 fn torch_engine_equals_cpu_engine_f64() {
     for case in cases() {
-        let e = run::<f64>(&case, Kind::Double, 1e-9);
-        eprintln!("f64 {:<40} max rel {e:.2e}", case.name);
+        for (how, opts) in options() {
+            let e = run::<f64>(&case, Kind::Double, 1e-9, opts);
+            eprintln!("f64 {how:<22} {:<40} max rel {e:.2e}", case.name);
+        }
     }
 }
 
 #[test]
 fn torch_engine_equals_cpu_engine_f32() {
     for case in cases() {
-        let e = run::<f32>(&case, Kind::Float, 1e-4);
-        eprintln!("f32 {:<40} max rel {e:.2e}", case.name);
+        for (how, opts) in options() {
+            let e = run::<f32>(&case, Kind::Float, 1e-4, opts);
+            eprintln!("f32 {how:<22} {:<40} max rel {e:.2e}", case.name);
+        }
     }
 }

@@ -29,6 +29,34 @@ pub fn kernel(
             "{prefix}: S4 on the torch engine runs at lengths up to its kernel_len ({kernel_len}), got {len}"
         )));
     }
+    let khat = spectrum(p, prefix, ctx, kernel_len, 0, kernel_len / 2 + 1)?;
+    from_spectrum(&khat, kernel_len, len)
+}
+
+/// `K [D, H, len]` from the spectrum `K̂ [D, H, kernel_len/2 + 1]`: the imaginary parts at DC and
+/// Nyquist dropped, inverse real FFT, the first `len` lags.
+pub fn from_spectrum(khat: &Tensor, kernel_len: usize, len: usize) -> Result<Tensor> {
+    if len > kernel_len {
+        return Err(Error::Invalid(format!(
+            "S4 on the torch engine runs at lengths up to its kernel_len ({kernel_len}), got {len}"
+        )));
+    }
+    Ok(hermitian_ends(khat, kernel_len)
+        .fft_irfft(kernel_len as i64, -1, "backward")
+        .narrow(-1, 0, len as i64))
+}
+
+/// The spectrum `K̂ [D, H, count]` of the S4 kernel `prefix` at the frequencies `ω_k`,
+/// `k = first … first + count − 1`, of length `kernel_len` (a caller bounds the `[H, N, count]`
+/// Cauchy matrix by asking for chunks of frequencies).
+pub fn spectrum(
+    p: &Named,
+    prefix: &str,
+    ctx: KernelCtx,
+    kernel_len: usize,
+    first: usize,
+    count: usize,
+) -> Result<Tensor> {
     let g = |s: &str| -> Result<Tensor> { Ok(ctx.real(p.get(&format!("{prefix}.{s}"))?)) };
     let log_dt = g("log_dt")?;
     let h = log_dt.size()[0];
@@ -50,7 +78,9 @@ pub fn kernel(
     let ell_p = full(&pp.conj()); // [H, r, N]
     let ell_c = full(&ct); // [D, H, N]
     let dt = log_dt.exp().unsqueeze(-1); // [H, 1]
-    let omega = rfft_omegas(kernel_len, ctx.device).to_kind(crate::tensor::complex_of(ctx.kind));
+    let omega = rfft_omegas(kernel_len, ctx.device)
+        .narrow(0, first as i64, count as i64)
+        .to_kind(crate::tensor::complex_of(ctx.kind));
     let e = -&omega + 1.0; // [W]
     let gw = &dt / 2.0 * (&omega + 1.0); // [H, W]
     let den = e - gw.unsqueeze(1) * lam_f.unsqueeze(-1); // [H, N, W]
@@ -82,9 +112,5 @@ pub fn kernel(
         }
     }; // [H, r, W]
     let corr = (s_cp * x.unsqueeze(0)).sum_dim_intlist(2, false, None::<Kind>); // [D, H, W]
-    let khat = (s_cb - gw.unsqueeze(0) * corr) * dt.unsqueeze(0);
-    let khat = hermitian_ends(&khat, kernel_len);
-    Ok(khat
-        .fft_irfft(kernel_len as i64, -1, "backward")
-        .narrow(-1, 0, len as i64))
+    Ok((s_cb - gw.unsqueeze(0) * corr) * dt.unsqueeze(0))
 }
