@@ -101,6 +101,24 @@ pub struct TorchModel {
     pending: Vec<Pending>,
     /// The current forward makes its kernels as leaves (training with `two_phase`).
     leaves: bool,
+    /// Valid positions of the current batch (Σ_b lengths[b]): BatchNorm's count, known on the host.
+    valid_count: usize,
+}
+
+/// The buffers of a CPU model as tensors (SGConv's `kernel_norm` as `[D, H]`, the rest flat).
+fn buffers_of<T: Float>(cpu: &Model<T>, kind: Kind, device: Device) -> Named {
+    let h = cpu.cfg.d_model;
+    let mut buffers = Named::default();
+    for (name, b) in cpu.buffers() {
+        let v: Vec<f64> = b.iter().map(|x| x.f64()).collect();
+        let shape = if name.ends_with("kernel_norm") {
+            vec![v.len() / h, h]
+        } else {
+            vec![v.len()]
+        };
+        buffers.insert(name, from_f64(&v, &shape, kind, device));
+    }
+    buffers
 }
 
 impl TorchModel {
@@ -124,17 +142,7 @@ impl TorchModel {
             params.insert(p.name.clone(), t);
             groups.insert(p.name.clone(), p.kind);
         }
-        let h = cpu.cfg.d_model;
-        let mut buffers = Named::default();
-        for (name, b) in cpu.buffers() {
-            let v: Vec<f64> = b.iter().map(|x| x.f64()).collect();
-            let shape = if name.ends_with("kernel_norm") {
-                vec![v.len() / h, h]
-            } else {
-                vec![v.len()]
-            };
-            buffers.insert(name, from_f64(&v, &shape, kind, device));
-        }
+        let buffers = buffers_of(cpu, kind, device);
         Ok(Self {
             cfg: cpu.cfg.clone(),
             io: cpu.io,
@@ -146,6 +154,7 @@ impl TorchModel {
             buffers,
             pending: Vec::new(),
             leaves: false,
+            valid_count: 0,
         })
     }
 
@@ -198,17 +207,7 @@ impl TorchModel {
             }
             Ok(())
         })?;
-        let h = cpu.cfg.d_model;
-        for (name, b) in cpu.buffers() {
-            let v: Vec<f64> = b.iter().map(|x| x.f64()).collect();
-            let shape = if name.ends_with("kernel_norm") {
-                vec![v.len() / h, h]
-            } else {
-                vec![v.len()]
-            };
-            self.buffers
-                .insert(name, from_f64(&v, &shape, self.kind, self.device));
-        }
+        self.buffers = buffers_of(cpu, self.kind, self.device);
         Ok(())
     }
 
@@ -312,7 +311,7 @@ impl TorchModel {
                     let (s, m) = match mask {
                         Some(mk) => (
                             (x * mk).sum_dim_intlist(dims, true, None::<Kind>),
-                            mk.sum(None::<Kind>).double_value(&[]),
+                            self.valid_count as f64,
                         ),
                         None => (
                             x.sum_dim_intlist(dims, true, None::<Kind>),
@@ -625,6 +624,9 @@ impl TorchModel {
             }
         };
         let mask = self.valid_mask(lengths, batch, len);
+        self.valid_count = (0..batch)
+            .map(|b| lengths.get(b).map_or(len, |&n| n.min(len)))
+            .sum();
         for i in 0..self.cfg.n_layers {
             let lseed = splitmix64(seed ^ splitmix64(i as u64 + 1));
             let pre = format!("blocks.{i}");
