@@ -478,19 +478,30 @@ impl TorchModel {
             }
             LayerKind::S4 => {
                 let kl = self.s4_kernel_len(kp, len)?;
-                let bins = kl / 2 + 1;
-                let n_modes = 2 * self.p(&format!("{kp}.b_re"))?.size()[1] as usize;
-                let w = (budget / (h * n_modes * 16 * 6).max(1)).clamp(1, bins);
-                let parts = (0..bins)
-                    .step_by(w)
-                    .map(|w0| {
-                        kernels::s4::spectrum(&self.params, kp, ctx, kl, w0, w.min(bins - w0))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                kernels::s4::from_spectrum(&Tensor::cat(&parts, -1), kl, len)
+                kernels::s4::from_spectrum(&self.s4_spectrum_in_chunks(kp, kl)?, kl, len)
             }
             _ => self.kernel(kp, len),
         }
+    }
+
+    /// S4's frequencies per chunk: the `[H, N, w]` Cauchy terms (complex, a few alive at once)
+    /// within the chunk budget.
+    fn s4_chunk(&self, kp: &str, bins: usize) -> Result<usize> {
+        let n_modes = 2 * self.p(&format!("{kp}.b_re"))?.size()[1] as usize;
+        let per = (self.cfg.d_model * n_modes * 16 * 6).max(1);
+        Ok((self.opts.chunk_bytes.max(1) / per).clamp(1, bins))
+    }
+
+    /// S4's spectrum `K̂ [D, H, kernel_len/2 + 1]` made in chunks of frequencies (no autograd
+    /// wanted: the caller runs it under `no_grad`).
+    fn s4_spectrum_in_chunks(&self, kp: &str, kl: usize) -> Result<Tensor> {
+        let bins = kl / 2 + 1;
+        let w = self.s4_chunk(kp, bins)?;
+        let parts = (0..bins)
+            .step_by(w)
+            .map(|w0| kernels::s4::spectrum(&self.params, kp, self.ctx(), kl, w0, w.min(bins - w0)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&parts, -1))
     }
 
     /// Phase two for one kernel: `Σ K·dK` back-propagated chunk by chunk.
@@ -515,14 +526,19 @@ impl TorchModel {
                 let kl = self.s4_kernel_len(kp, len)?;
                 let bins = kl / 2 + 1;
                 // dK → dK̂ through the (linear) inverse FFT, then the spectrum in chunks of frequencies
-                let leaf =
-                    tch::no_grad(|| kernels::s4::spectrum(&self.params, kp, ctx, kl, 0, bins))?
-                        .detach()
-                        .set_requires_grad(true);
+                // (the inverse FFT is linear: its backward needs no values of K̂, only its shape)
+                let leaf = Tensor::zeros(
+                    [
+                        self.p(&format!("{kp}.c_re"))?.size()[0],
+                        h as i64,
+                        bins as i64,
+                    ],
+                    (crate::tensor::complex_of(ctx.kind), ctx.device),
+                )
+                .set_requires_grad(true);
                 push(&kernels::s4::from_spectrum(&leaf, kl, len)?, &dk);
                 let g = leaf.grad();
-                let n_modes = 2 * self.p(&format!("{kp}.b_re"))?.size()[1] as usize;
-                let w = (budget / (h * n_modes * 16 * 6).max(1)).clamp(1, bins);
+                let w = self.s4_chunk(kp, bins)?;
                 for w0 in (0..bins).step_by(w) {
                     let c = w.min(bins - w0);
                     let x = kernels::s4::spectrum(&self.params, kp, ctx, kl, w0, c)?;
