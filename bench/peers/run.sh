@@ -22,6 +22,9 @@ echo "peers: torch S4D kernel, training step, recurrent step" >&2
 "$py" "$here/torch_s4d.py" train --layers 4 --h 128 --n 64 --b 16 --l 1024 --threads "$threads" >> "$out"
 "$py" "$here/torch_s4d.py" train --layers 4 --h 64 --n 64 --b 50 --l 784 --threads "$threads" >> "$out"
 "$py" "$here/torch_s4d.py" step --layers 6 --h 256 --n 64 >> "$out"
+echo "peers: torch S4 (DPLR) kernel" >&2
+"$py" "$here/torch_s4.py" --check >&2
+"$py" "$here/torch_s4.py" --h 256 --n 64 --l 4096 --threads "$threads" >> "$out"
 echo "peers: jax S4D kernel" >&2
 "$py" "$here/jax_s4d.py" --h 256 --m 64 --l 4096 >> "$out"
 echo "peers: s5-pytorch S5 layer" >&2

@@ -3,6 +3,7 @@
     python torch_s4d.py kernel --h 256 --m 64 --l 4096
     python torch_s4d.py train --layers 4 --h 128 --n 64 --b 16 --l 1024
     python torch_s4d.py step --layers 6 --h 256 --n 64
+    (kernel and train also take --device cuda[:N])
 
 Prints one JSON object per case (median seconds, tokens/s, peak RSS). Threads: --threads (default 2).
 """
@@ -68,16 +69,33 @@ class Model(nn.Module):
         return self.dec(x)
 
 
+def sync(a):
+    if a.device.startswith("cuda"):
+        torch.cuda.synchronize(a.device)
+
+
+def suffix(a):
+    """Shapes on a GPU carry the device (the CPU rows keep `statespace bench`'s labels)."""
+    return "" if a.device == "cpu" else f", {a.device}"
+
+
 def case_kernel(a):
-    k = S4DKernel(a.h, a.m)
-    fwd = timeit(lambda: k(a.l), min_secs=a.secs)
+    k = S4DKernel(a.h, a.m).to(a.device)
+
+    def fw():
+        with torch.no_grad():
+            k(a.l)
+        sync(a)
+
+    fwd = timeit(fw, min_secs=a.secs)
 
     def fb():
         k.zero_grad()
         k(a.l).sum().backward()
+        sync(a)
 
     both = timeit(fb, min_secs=a.secs)
-    shape = f"H={a.h} M={a.m} (N={2 * a.m}) L={a.l}"
+    shape = f"H={a.h} M={a.m} (N={2 * a.m}) L={a.l}" + suffix(a)
     return [
         dict(name="s4d_kernel_fwd", shape=shape, median_s=fwd[0], min_s=fwd[1], reps=fwd[2]),
         dict(name="s4d_kernel_fwd_bwd", shape=shape, median_s=both[0], min_s=both[1], reps=both[2],
@@ -86,18 +104,19 @@ def case_kernel(a):
 
 
 def case_train(a):
-    model = Model(a.layers, a.h, a.n)
+    model = Model(a.layers, a.h, a.n).to(a.device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
-    x = torch.rand(a.b, 1, a.l) - 0.5
-    y = torch.arange(a.b) % 10
+    x = (torch.rand(a.b, 1, a.l) - 0.5).to(a.device)
+    y = (torch.arange(a.b) % 10).to(a.device)
 
     def step():
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
+        sync(a)
 
     t = timeit(step, min_reps=3, min_secs=a.secs)
-    return [dict(name="train_step", shape=f"S4D {a.layers}×H{a.h} N{a.n} B={a.b} L={a.l}", median_s=t[0],
+    return [dict(name="train_step", shape=f"S4D {a.layers}×H{a.h} N{a.n} B={a.b} L={a.l}" + suffix(a), median_s=t[0],
                  min_s=t[1], reps=t[2], tokens_per_s=a.b * a.l / t[0], peak_rss_mib=peak_rss_mib())]
 
 
@@ -142,6 +161,7 @@ def main():
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--secs", type=float, default=3.0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (kernel and train cases)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     for r in {"kernel": case_kernel, "train": case_train, "step": case_step}[a.case](a):

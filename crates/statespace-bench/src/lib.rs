@@ -142,7 +142,8 @@ pub fn peak_fma(threads: usize) -> Peak {
     }
 }
 
-fn record(name: &str, shape: String, threads: usize, t: (f64, f64, usize)) -> Record {
+/// A record of the timing `t` (median, min, reps) with the peak RSS since the last reset.
+pub fn record(name: &str, shape: String, threads: usize, t: (f64, f64, usize)) -> Record {
     Record {
         name: name.into(),
         shape,
@@ -162,7 +163,8 @@ fn record(name: &str, shape: String, threads: usize, t: (f64, f64, usize)) -> Re
 }
 
 impl Record {
-    fn with_flops(mut self, flops: f64, peak: Option<&Peak>) -> Self {
+    /// Adds the FLOP count of a call, its rate, and (given the machine's peak) the share of peak.
+    pub fn with_flops(mut self, flops: f64, peak: Option<&Peak>) -> Self {
         let g = flops / self.median_s / 1e9;
         self.flops = Some(flops);
         self.gflops = Some(g);

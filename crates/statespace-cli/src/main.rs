@@ -95,7 +95,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(&a).map_err(Failure::Input),
         Command::Generate(a) => generate::run(&a),
         Command::Train(a) => train::train(&a),
-        Command::Eval(a) => train::eval(&a.checkpoint, a.data.as_deref()).map_err(Failure::Input),
+        Command::Eval(a) => train::eval(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

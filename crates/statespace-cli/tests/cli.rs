@@ -1592,5 +1592,33 @@ fn engine_and_device_choices_are_checked() {
         // the default build names the feature that brings the torch engine
         assert!(stderr(&r).contains("--features torch"), "{}", stderr(&r));
     }
+    // bf16 is the torch engine's
+    let r = run(&["train", "--config", c, "--out", o, "--precision", "bf16"]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(stderr(&r).contains("--engine torch"), "{}", stderr(&r));
     assert!(!out.join("last.safetensors").exists());
+    if cfg!(feature = "torch") {
+        // a short run on the torch engine in mixed precision writes the usual run directory
+        let small = write(
+            dir.path(),
+            "small.toml",
+            "[task]\nname = \"copying\"\ntrain_size = 64\nval_size = 32\ntest_size = 32\n\
+             [model]\nd_model = 16\nn_layers = 1\nd_state = 16\npool = \"none\"\n\
+             [train]\nepochs = 1\nbatch_size = 32\n",
+        );
+        let r = run(&[
+            "train",
+            "--config",
+            small.to_str().unwrap(),
+            "--out",
+            o,
+            "--engine",
+            "torch",
+            "--precision",
+            "bf16",
+        ]);
+        assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
+        assert!(out.join("last.safetensors").exists());
+        assert!(out.join("metrics.jsonl").exists());
+    }
 }

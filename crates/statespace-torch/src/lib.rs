@@ -15,6 +15,9 @@
 //!   fftconv.rs the causal / bidirectional FFT convolution shared by the kernels
 //! model.rs    encoder, residual blocks (LayerNorm / masked BatchNorm, GELU, dropout, GLU), pooling,
 //!             decoder, two-tower head
+//! optim.rs    AdamW in tch ops (the CPU engine's groups and update order), global-norm clipping
+//! train.rs    the torch engine under statespace-train's run loop (`--engine torch`)
+//! bench.rs    the cases of `statespace bench --engine torch`
 //! ```
 //!
 //! Kernel generation runs in f64 by default ([`TorchOptions::kernel_f64`]), as the CPU engine's
@@ -23,6 +26,7 @@
 //!
 //! [`Model`]: statespace_core::model::Model
 
+pub mod bench;
 pub mod dropout;
 pub mod kernels;
 pub mod model;

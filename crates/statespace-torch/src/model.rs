@@ -36,6 +36,13 @@ pub struct TorchOptions {
     pub two_phase: bool,
     /// The largest intermediate a kernel chunk of the two-phase backward may make (bytes).
     pub chunk_bytes: usize,
+    /// Mixed precision (`--precision bf16`): the linear layers (encoder, each block's output
+    /// projection, decoder) multiply in bfloat16 — inputs and weights rounded to bf16, products
+    /// accumulated by the backend in f32 — while the parameters, optimizer state, kernels, FFT
+    /// convolutions, norms, GELU/GLU and the loss stay in the model's dtype: the op lists of
+    /// PyTorch's autocast for these operations, written as explicit casts (libtorch's C API in tch
+    /// enables autocast only with its float16 default, not bf16). Default false.
+    pub bf16_matmul: bool,
 }
 
 impl Default for TorchOptions {
@@ -44,6 +51,7 @@ impl Default for TorchOptions {
             kernel_f64: true,
             two_phase: true,
             chunk_bytes: 64 << 20,
+            bf16_matmul: false,
         }
     }
 }
@@ -265,10 +273,20 @@ impl TorchModel {
         Some(from_f64(&v, &[batch, 1, len], self.kind, self.device))
     }
 
+    /// The operands of a linear layer in the multiply's dtype (bf16 with
+    /// [`TorchOptions::bf16_matmul`] in an f32 model); the callers return the product in the model's.
+    fn mm_operands(&self, w: &Tensor, x: &Tensor) -> (Tensor, Tensor) {
+        if self.opts.bf16_matmul && self.kind == Kind::Float {
+            (w.to_kind(Kind::BFloat16), x.to_kind(Kind::BFloat16))
+        } else {
+            (w.shallow_clone(), x.shallow_clone())
+        }
+    }
+
     /// Linear over channels: `x [B, Cin, L] → [B, Cout, L]`.
     fn linear_bcl(&self, name: &str, x: &Tensor) -> Result<Tensor> {
-        let w = self.p(&format!("{name}.weight"))?;
-        let y = Tensor::einsum("oi,bil->bol", &[w, x], None::<i64>);
+        let (w, x) = self.mm_operands(self.p(&format!("{name}.weight"))?, x);
+        let y = Tensor::einsum("oi,bil->bol", &[w, x], None::<i64>).to_kind(self.kind);
         Ok(match self.params.map.get(&format!("{name}.bias")) {
             Some(b) => y + b.reshape([1, -1, 1]),
             None => y,
@@ -277,8 +295,8 @@ impl TorchModel {
 
     /// Linear on vectors: `x [B, Cin] → [B, Cout]`.
     fn linear_bc(&self, name: &str, x: &Tensor) -> Result<Tensor> {
-        let w = self.p(&format!("{name}.weight"))?;
-        let y = x.matmul(&w.tr());
+        let (w, x) = self.mm_operands(self.p(&format!("{name}.weight"))?, x);
+        let y = x.matmul(&w.tr()).to_kind(self.kind);
         Ok(match self.params.map.get(&format!("{name}.bias")) {
             Some(b) => y + b,
             None => y,

@@ -45,6 +45,19 @@ fn torch(m: statespace_core::model::Model<f32>, o: AdamW<f32>) -> Result<Box<dyn
         .map_err(|e| e.to_string())
 }
 
+fn torch_bf16(
+    m: statespace_core::model::Model<f32>,
+    o: AdamW<f32>,
+) -> Result<Box<dyn Engine>, String> {
+    let opts = TorchOptions {
+        bf16_matmul: true,
+        ..TorchOptions::default()
+    };
+    TorchEngine::new(m, o, Device::Cpu, opts)
+        .map(|e| Box::new(e) as Box<dyn Engine>)
+        .map_err(|e| e.to_string())
+}
+
 fn cpu(m: statespace_core::model::Model<f32>, o: AdamW<f32>) -> Result<Box<dyn Engine>, String> {
     Ok(Box::new(CpuEngine::new(m, o)))
 }
@@ -97,6 +110,40 @@ fn the_torch_engine_learns_copying() {
     assert_eq!(s.outcome, Outcome::Finished);
     let acc = s.test.unwrap().acc.unwrap();
     assert!(acc >= 0.99, "torch engine: test accuracy {acc}");
+}
+
+/// `--precision bf16`: the linear layers multiply in bfloat16. It learns as f32 does, and the same
+/// weights score within bf16's rounding of the f32 loss — but not identically (the option acts).
+#[test]
+fn bf16_matmuls_learn_copying_within_bf16_rounding_of_f32() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = run(tmp.path(), false, None, &torch_bf16);
+    assert_eq!(s.outcome, Outcome::Finished);
+    let acc = s.test.unwrap().acc.unwrap();
+    assert!(acc >= 0.99, "torch engine, bf16 matmuls: test accuracy {acc}");
+    let loss = |bf16: bool| {
+        let opts = TorchOptions {
+            bf16_matmul: bf16,
+            ..TorchOptions::default()
+        };
+        let (_, m, task) = train::load_model(&tmp.path().join("last.safetensors"), None).unwrap();
+        let opt = AdamW::new(&m.store);
+        let mut e = TorchEngine::new(m, opt, Device::Cpu, opts).unwrap();
+        train::evaluate_with(task.as_ref(), Split::Val, 32, Some(64), &mut |b, n| {
+            e.batch(task.as_ref(), b, n, false, 0)
+        })
+        .unwrap()
+        .loss
+    };
+    let (l32, l16) = (loss(false), loss(true));
+    let rel = (l16 - l32).abs() / l32.abs().max(1e-3);
+    eprintln!("val loss f32 {l32:.6e}, bf16 matmuls {l16:.6e}, |Δ|/|f32| {rel:.2e}");
+    // bf16 keeps 8 significant bits (unit roundoff 2⁻⁹ ≈ 2e-3): the loss moves, but by little
+    assert!(rel > 1e-6, "bf16 matmuls gave the f32 loss exactly ({l16} vs {l32})");
+    assert!(
+        (l16 - l32).abs() <= 0.05 * l32.abs() + 1e-3,
+        "bf16 loss {l16} vs f32 {l32}"
+    );
 }
 
 #[test]

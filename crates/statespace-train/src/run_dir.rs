@@ -452,6 +452,26 @@ pub fn eval_checkpoint(path: &Path, data: Option<&Path>) -> Result<(RunConfig, S
     Ok((cfg, score))
 }
 
+/// [`eval_checkpoint`] on the engine `make` builds (`statespace eval --engine torch`): the test
+/// split in eval mode, batch by batch through [`Engine::batch`](crate::Engine::batch).
+pub fn eval_checkpoint_with(
+    path: &Path,
+    data: Option<&Path>,
+    make: crate::EngineFactory<'_>,
+) -> Result<(RunConfig, Score), String> {
+    let (cfg, model, task) = load_model(path, data)?;
+    let opt = statespace_core::engine::optim::AdamW::new(&model.store);
+    let mut engine = make(model, opt)?;
+    let score = crate::evaluate_with(
+        task.as_ref(),
+        Split::Test,
+        cfg.train.eval_batch_size,
+        None,
+        &mut |b, n| engine.batch(task.as_ref(), b, n, false, 0),
+    )?;
+    Ok((cfg, score))
+}
+
 /// The PTD paper's robustness test: the test score clean and with `noise` added before every SSM
 /// layer.
 pub fn robustness(

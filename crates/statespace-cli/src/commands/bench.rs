@@ -10,12 +10,9 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Cases to run (comma-separated): kernel, fftconv, s5, train, scaling, step.
-    #[arg(
-        long,
-        default_value = "kernel,fftconv,s5,train,scaling,step",
-        value_delimiter = ','
-    )]
+    /// Cases to run (comma-separated): kernel, fftconv, s5, train, scaling, step (default: all; with
+    /// `--engine torch`: kernel, train — the cases the torch engine runs).
+    #[arg(long, value_delimiter = ',')]
     pub cases: Vec<String>,
     /// Threads for the multithreaded cases (the recurrent step always uses one).
     #[arg(long, default_value_t = 2)]
@@ -36,19 +33,43 @@ pub struct BenchArgs {
     /// runs, or $STATESPACE_ISA) — to measure a narrower one on a wider machine.
     #[arg(long)]
     pub isa: Option<String>,
+    /// The engine measured: cpu (statespace's own), or torch on `--device` (build with
+    /// `--features torch`).
+    #[command(flatten)]
+    pub engine: super::engine::EngineArgs,
 }
 
 const CASES: [&str; 6] = ["kernel", "fftconv", "s5", "train", "scaling", "step"];
 
+/// The cases the torch engine runs.
+const TORCH_CASES: [&str; 2] = ["kernel", "train"];
+
 pub fn run(a: &BenchArgs) -> Result<(), String> {
+    let torch = a.engine.engine == super::engine::EngineKind::Torch;
+    let (known, default): (&[&str], &[&str]) = if torch {
+        (&CASES, &TORCH_CASES)
+    } else {
+        (&CASES, &CASES)
+    };
     for c in &a.cases {
-        if !CASES.contains(&c.as_str()) {
+        if !known.contains(&c.as_str()) {
             return Err(format!(
                 "--cases: unknown case `{c}` (one of {})",
-                CASES.join(", ")
+                known.join(", ")
+            ));
+        }
+        if torch && !TORCH_CASES.contains(&c.as_str()) {
+            return Err(format!(
+                "--cases {c}: the torch engine's cases are {} (the others measure the CPU engine's own kernels)",
+                TORCH_CASES.join(", ")
             ));
         }
     }
+    let cases: Vec<String> = if a.cases.is_empty() {
+        default.iter().map(|c| c.to_string()).collect()
+    } else {
+        a.cases.clone()
+    };
     if a.threads == 0 {
         return Err("--threads: must be at least 1".into());
     }
@@ -63,8 +84,14 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
         let isa = simd::Isa::parse(name).map_err(|e| format!("--isa: {e}"))?;
         simd::set_isa(isa).map_err(|e| format!("--isa: {e}"))?;
     }
+    if torch {
+        return run_torch(a, &cases);
+    }
+    if a.engine.device.as_deref().is_some_and(|d| d != "cpu") {
+        return Err("--device: the CPU engine runs on the CPU; use --engine torch for GPUs".into());
+    }
     statespace_train::init_threads(a.threads);
-    let has = |c: &str| a.cases.iter().any(|x| x == c);
+    let has = |c: &str| cases.iter().any(|x| x == c);
     eprintln!("measuring the FMA peak …");
     let peak = bench::peak_fma(a.threads);
     let isa = simd::isa();
@@ -201,6 +228,82 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
         eprintln!("wrote {}", p.display());
     }
     Ok(())
+}
+
+/// `statespace bench --engine torch`: the kernel and training-step cases on libtorch.
+#[cfg(feature = "torch")]
+fn run_torch(a: &BenchArgs, cases: &[String]) -> Result<(), String> {
+    use statespace_torch::bench as tb;
+    let device = super::engine::torch_device(a.engine.device.as_deref().unwrap_or("cpu"))
+        .map_err(|f| match f {
+            super::Failure::Input(m) | super::Failure::Compute(m) | super::Failure::Stopped(m) => m,
+        })?;
+    let opts = statespace_torch::TorchOptions {
+        bf16_matmul: a.engine.precision == super::engine::Precision::Bf16,
+        ..statespace_torch::TorchOptions::default()
+    };
+    statespace_torch::tch::set_num_threads(a.threads as i32);
+    let peers = match &a.peers {
+        Some(p) => read_peers(p)?,
+        None => HashMap::new(),
+    };
+    println!(
+        "torch engine (libtorch through tch) on {}, {} CPU threads; GFLOP/s are the CPU case's nominal counts; \
+         the memory column is peak RSS on the CPU, device memory in use after the case on CUDA",
+        a.engine.device.as_deref().unwrap_or("cpu"),
+        a.threads
+    );
+    print_header(!peers.is_empty());
+    let mut recs: Vec<Record> = Vec::new();
+    let mut show = |r: Vec<Record>| {
+        for mut x in r {
+            x.threads = a.threads;
+            print_row(&x, &peers);
+            recs.push(x);
+        }
+    };
+    let e = |e: statespace_torch::Error| e.to_string();
+    let has = |c: &str| cases.iter().any(|x| x == c);
+    if has("kernel") {
+        let shapes: &[(usize, usize, usize)] = if a.quick {
+            &[(256, 64, 4096)]
+        } else {
+            &[(256, 64, 1024), (256, 64, 4096), (256, 64, 16384)]
+        };
+        for &(h, m, l) in shapes {
+            eprintln!("S4D kernel H={h} M={m} L={l} …");
+            show(tb::s4d_kernel(h, m, l, device, opts, a.secs).map_err(e)?.to_vec());
+        }
+        eprintln!("S4 (DPLR) kernel H=256 N=64 L=4096 …");
+        show(tb::s4_kernel(256, 64, 4096, device, opts, a.secs).map_err(e)?.to_vec());
+    }
+    if has("train") {
+        for (layers, h, b, l) in [(4, 128, 16, 1024), (4, 64, 50, 784)] {
+            eprintln!("training step {layers}×H{h} N64 B{b} L{l} …");
+            show(vec![
+                tb::train_step(layers, h, 64, b, l, device, opts, a.secs).map_err(e)?,
+            ]);
+        }
+    }
+    if let Some(p) = &a.json {
+        let doc = serde_json::json!({
+            "engine": "torch",
+            "device": a.engine.device.as_deref().unwrap_or("cpu"),
+            "threads": a.threads,
+            "records": recs,
+        });
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+        std::fs::write(p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "torch"))]
+fn run_torch(_a: &BenchArgs, _cases: &[String]) -> Result<(), String> {
+    Err("--engine torch: this statespace was built without the torch engine; build it with \
+         `cargo build --release --features torch` (README: GPUs)"
+        .into())
 }
 
 fn print_header(peers: bool) {

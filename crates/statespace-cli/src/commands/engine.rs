@@ -16,6 +16,17 @@ pub enum EngineKind {
     Torch,
 }
 
+/// The arithmetic of the torch engine's linear layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Precision {
+    /// Everything in f32 (kernels in f64).
+    #[default]
+    F32,
+    /// Mixed precision: the linear layers multiply in bfloat16 (f32 weights, optimizer, kernels,
+    /// FFT convolutions, norms and loss), as PyTorch's autocast would; torch engine only.
+    Bf16,
+}
+
 /// The engine options of a training command.
 #[derive(Debug, Clone, Args, Default)]
 pub struct EngineArgs {
@@ -27,6 +38,10 @@ pub struct EngineArgs {
     /// The torch engine's device: cpu, cuda (the first GPU) or cuda:N.
     #[arg(long, value_name = "DEVICE")]
     pub device: Option<String>,
+    /// The torch engine's arithmetic: f32, or bf16 (the linear layers' products in bfloat16; on
+    /// GPUs with bf16 tensor cores, A100/H100/H200). Checkpoints stay f32 either way.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
 }
 
 /// A factory for the training loop.
@@ -58,17 +73,26 @@ impl EngineArgs {
                         "--device {d}: the CPU engine runs on the CPU; use --engine torch for GPUs"
                     )));
                 }
+                if self.precision != Precision::F32 {
+                    return Err(Failure::Input(
+                        "--precision bf16: the CPU engine computes in f32; use --engine torch".into(),
+                    ));
+                }
                 Ok(Box::new(|m, o| {
                     Ok(Box::new(CpuEngine::new(m, o)) as Box<dyn Engine>)
                 }))
             }
-            EngineKind::Torch => torch_factory(self.device.as_deref().unwrap_or("cpu")),
+            EngineKind::Torch => torch_factory(
+                self.device.as_deref().unwrap_or("cpu"),
+                self.precision == Precision::Bf16,
+            ),
         }
     }
 }
 
+/// The libtorch device of `--device` (exit 2 for a malformed one or a GPU this machine lacks).
 #[cfg(feature = "torch")]
-fn torch_factory(device: &str) -> Result<Factory, Failure> {
+pub fn torch_device(device: &str) -> Result<statespace_torch::tch::Device, Failure> {
     use statespace_torch::tch::{Cuda, Device};
     let dev = match device {
         "cpu" => Device::Cpu,
@@ -95,15 +119,25 @@ fn torch_factory(device: &str) -> Result<Factory, Failure> {
             )));
         }
     }
+    Ok(dev)
+}
+
+#[cfg(feature = "torch")]
+fn torch_factory(device: &str, bf16: bool) -> Result<Factory, Failure> {
+    let dev = torch_device(device)?;
+    let opts = statespace_torch::TorchOptions {
+        bf16_matmul: bf16,
+        ..statespace_torch::TorchOptions::default()
+    };
     Ok(Box::new(move |m, o| {
-        statespace_torch::TorchEngine::new(m, o, dev, statespace_torch::TorchOptions::default())
+        statespace_torch::TorchEngine::new(m, o, dev, opts)
             .map(|e| Box::new(e) as Box<dyn Engine>)
             .map_err(|e| e.to_string())
     }))
 }
 
 #[cfg(not(feature = "torch"))]
-fn torch_factory(_device: &str) -> Result<Factory, Failure> {
+fn torch_factory(_device: &str, _bf16: bool) -> Result<Factory, Failure> {
     Err(Failure::Input(
         "--engine torch: this statespace was built without the torch engine; build it with \
          `cargo build --release --features torch` (README: GPUs)"

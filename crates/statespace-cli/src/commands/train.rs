@@ -275,8 +275,10 @@ pub fn describe(cfg: &RunConfig) -> String {
 }
 
 /// `statespace eval`.
-pub fn eval(checkpoint: &Path, data: Option<&Path>) -> Result<(), String> {
-    let (cfg, score) = train::eval_checkpoint(checkpoint, data)?;
+pub fn eval(a: &EvalArgs) -> Result<(), Failure> {
+    let make = a.engine.factory()?;
+    let (cfg, score) = train::eval_checkpoint_with(&a.checkpoint, a.data.as_deref(), &*make)
+        .map_err(Failure::Input)?;
     println!(
         "{} test: loss {:.4}{}",
         statespace_core::model::config_name(&cfg.task.name),
@@ -378,4 +380,6 @@ pub struct EvalArgs {
     /// Directory of the dataset files (overrides the config's task.data_dir).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub engine: super::engine::EngineArgs,
 }
