@@ -59,7 +59,11 @@ fn label(device: Device, opts: &TorchOptions) -> String {
     format!(
         "torch {dev}{}{}",
         if opts.kernel_f64 { ", kernel f64" } else { "" },
-        if opts.bf16_matmul { ", bf16 matmul" } else { "" }
+        if opts.bf16_matmul {
+            ", bf16 matmul"
+        } else {
+            ""
+        }
     )
 }
 
@@ -146,8 +150,17 @@ pub fn s4d_kernel(
     opts: TorchOptions,
     secs: f64,
 ) -> Result<[Record; 2]> {
-    let tm = TorchModel::from_cpu(&one_layer(LayerKind::S4d, h, 2 * m)?, Kind::Float, device, opts)?;
-    let shape = format!("H={h} M={m} (N={}) L={len}, {}", 2 * m, label(device, &opts));
+    let tm = TorchModel::from_cpu(
+        &one_layer(LayerKind::S4d, h, 2 * m)?,
+        Kind::Float,
+        device,
+        opts,
+    )?;
+    let shape = format!(
+        "H={h} M={m} (N={}) L={len}, {}",
+        2 * m,
+        label(device, &opts)
+    );
     let nominal = (h * m * len) as f64;
     kernel_case(
         &tm,
@@ -157,8 +170,15 @@ pub fn s4d_kernel(
         device,
         secs,
         &|tm| {
-            kernels::s4d::kernel(&tm.params, "blocks.0.ssm.kernel", Disc::Zoh, ctx(tm), 0, len)
-                .map(|k| k.to_kind(tm.kind))
+            kernels::s4d::kernel(
+                &tm.params,
+                "blocks.0.ssm.kernel",
+                Disc::Zoh,
+                ctx(tm),
+                0,
+                len,
+            )
+            .map(|k| k.to_kind(tm.kind))
         },
     )
 }

@@ -21,6 +21,16 @@ use statespace_torch::tensor::{from_f64, to_f64};
 use statespace_torch::{TorchModel, TorchOptions};
 use tch::{Device, Kind, Tensor};
 
+/// The device the torch engine runs on in these tests: `STATESPACE_TORCH_TEST_DEVICE` (`cuda`,
+/// `cuda:N`; the GPU check script sets it), else the CPU.
+fn device() -> Device {
+    match std::env::var("STATESPACE_TORCH_TEST_DEVICE").as_deref() {
+        Ok("cuda") => Device::Cuda(0),
+        Ok(d) if d.starts_with("cuda:") => Device::Cuda(d[5..].parse().expect("cuda:N")),
+        _ => Device::Cpu,
+    }
+}
+
 struct Case {
     name: &'static str,
     toml: &'static str,
@@ -256,7 +266,7 @@ fn rel(a: &[f64], b: &[f64], floor: f64) -> f64 {
 fn run<T: Float>(case: &Case, kind: Kind, tol: f64, opts: TorchOptions) -> f64 {
     let cfg: ModelConfig = toml::from_str(case.toml).unwrap();
     let init = Model::<T>::new(&cfg, case.io, &mut StdRng::seed_from_u64(7)).unwrap();
-    let mut tm = TorchModel::from_cpu(&init, kind, Device::Cpu, opts).unwrap();
+    let mut tm = TorchModel::from_cpu(&init, kind, device(), opts).unwrap();
     let mut cpu = Model::<f64>::new(&cfg, case.io, &mut StdRng::seed_from_u64(7)).unwrap();
     for (p, q) in cpu.store.params.iter_mut().zip(&init.store.params) {
         p.value = q.value.iter().map(|v| v.f64()).collect();
@@ -280,7 +290,11 @@ fn run<T: Float>(case: &Case, kind: Kind, tol: f64, opts: TorchOptions) -> f64 {
         let t: Vec<i64> = tok.iter().map(|&v| v as i64).collect();
         (
             out,
-            TorchInput::Tokens(Tensor::from_slice(&t).reshape([seqs as i64, l as i64])),
+            TorchInput::Tokens(
+                Tensor::from_slice(&t)
+                    .reshape([seqs as i64, l as i64])
+                    .to_device(device()),
+            ),
         )
     } else {
         let x: Vec<f64> = (0..seqs * case.io.d_input * l)
@@ -291,7 +305,7 @@ fn run<T: Float>(case: &Case, kind: Kind, tol: f64, opts: TorchOptions) -> f64 {
             .to_vec();
         (
             out,
-            TorchInput::Real(from_f64(&x, &[seqs, case.io.d_input, l], kind, Device::Cpu)),
+            TorchInput::Real(from_f64(&x, &[seqs, case.io.d_input, l], kind, device())),
         )
     };
     let dout: Vec<f64> = (0..out_cpu.len())
@@ -304,7 +318,7 @@ fn run<T: Float>(case: &Case, kind: Kind, tol: f64, opts: TorchOptions) -> f64 {
         &dout,
         &dshape.iter().map(|&d| d as usize).collect::<Vec<_>>(),
         kind,
-        Device::Cpu,
+        device(),
     );
     tm.backward(&out_t, &dt).unwrap();
     let mut worst = rel(&to_f64(&out_t), &out_cpu, 0.0);

@@ -1,4 +1,4 @@
-//! Runs on the torch engine (on the CPU device): the training loop, run directory and checkpoints
+//! Runs on the torch engine (on the CPU, or on `STATESPACE_TORCH_TEST_DEVICE`): the training loop, run directory and checkpoints
 //! are the CPU engine's, so a run switches engines at a checkpoint; and the torch engine learns.
 
 use statespace_core::engine::optim::AdamW;
@@ -7,6 +7,16 @@ use statespace_torch::{TorchEngine, TorchOptions};
 use statespace_train::{self as train, CpuEngine, Engine, Outcome, RunConfig};
 use std::path::Path;
 use tch::Device;
+
+/// The device the torch engine runs on in these tests: `STATESPACE_TORCH_TEST_DEVICE` (`cuda`,
+/// `cuda:N`; the GPU check script sets it), else the CPU.
+fn device() -> Device {
+    match std::env::var("STATESPACE_TORCH_TEST_DEVICE").as_deref() {
+        Ok("cuda") => Device::Cuda(0),
+        Ok(d) if d.starts_with("cuda:") => Device::Cuda(d[5..].parse().expect("cuda:N")),
+        _ => Device::Cpu,
+    }
+}
 
 /// Copying 10 symbols across 50 blanks: both engines reach ≥ 99 % in 500 steps.
 const COPYING: &str = r#"
@@ -40,7 +50,7 @@ fn cfg() -> RunConfig {
 }
 
 fn torch(m: statespace_core::model::Model<f32>, o: AdamW<f32>) -> Result<Box<dyn Engine>, String> {
-    TorchEngine::new(m, o, Device::Cpu, TorchOptions::default())
+    TorchEngine::new(m, o, device(), TorchOptions::default())
         .map(|e| Box::new(e) as Box<dyn Engine>)
         .map_err(|e| e.to_string())
 }
@@ -53,7 +63,7 @@ fn torch_bf16(
         bf16_matmul: true,
         ..TorchOptions::default()
     };
-    TorchEngine::new(m, o, Device::Cpu, opts)
+    TorchEngine::new(m, o, device(), opts)
         .map(|e| Box::new(e) as Box<dyn Engine>)
         .map_err(|e| e.to_string())
 }
@@ -92,7 +102,7 @@ fn val_loss_on_both(file: &Path) -> (f64, f64) {
     let mut c = CpuEngine::new(model, opt);
     let (_, model, _) = train::load_model(file, None).unwrap();
     let opt = AdamW::new(&model.store);
-    let mut t = TorchEngine::new(model, opt, Device::Cpu, TorchOptions::default()).unwrap();
+    let mut t = TorchEngine::new(model, opt, device(), TorchOptions::default()).unwrap();
     let score = |e: &mut dyn Engine| {
         train::evaluate_with(task.as_ref(), Split::Val, 32, Some(64), &mut |b, n| {
             e.batch(task.as_ref(), b, n, false, 0)
@@ -120,7 +130,10 @@ fn bf16_matmuls_learn_copying_within_bf16_rounding_of_f32() {
     let s = run(tmp.path(), false, None, &torch_bf16);
     assert_eq!(s.outcome, Outcome::Finished);
     let acc = s.test.unwrap().acc.unwrap();
-    assert!(acc >= 0.99, "torch engine, bf16 matmuls: test accuracy {acc}");
+    assert!(
+        acc >= 0.99,
+        "torch engine, bf16 matmuls: test accuracy {acc}"
+    );
     let loss = |bf16: bool| {
         let opts = TorchOptions {
             bf16_matmul: bf16,
@@ -128,7 +141,7 @@ fn bf16_matmuls_learn_copying_within_bf16_rounding_of_f32() {
         };
         let (_, m, task) = train::load_model(&tmp.path().join("last.safetensors"), None).unwrap();
         let opt = AdamW::new(&m.store);
-        let mut e = TorchEngine::new(m, opt, Device::Cpu, opts).unwrap();
+        let mut e = TorchEngine::new(m, opt, device(), opts).unwrap();
         train::evaluate_with(task.as_ref(), Split::Val, 32, Some(64), &mut |b, n| {
             e.batch(task.as_ref(), b, n, false, 0)
         })
@@ -139,7 +152,10 @@ fn bf16_matmuls_learn_copying_within_bf16_rounding_of_f32() {
     let rel = (l16 - l32).abs() / l32.abs().max(1e-3);
     eprintln!("val loss f32 {l32:.6e}, bf16 matmuls {l16:.6e}, |Δ|/|f32| {rel:.2e}");
     // bf16 keeps 8 significant bits (unit roundoff 2⁻⁹ ≈ 2e-3): the loss moves, but by little
-    assert!(rel > 1e-6, "bf16 matmuls gave the f32 loss exactly ({l16} vs {l32})");
+    assert!(
+        rel > 1e-6,
+        "bf16 matmuls gave the f32 loss exactly ({l16} vs {l32})"
+    );
     assert!(
         (l16 - l32).abs() <= 0.05 * l32.abs() + 1e-3,
         "bf16 loss {l16} vs f32 {l32}"

@@ -25,8 +25,8 @@ pub use run::{
     EngineFactory, Outcome, Progress, RunOptions, Summary, run, run_with, run_with_engine,
 };
 pub use run_dir::{
-    LoadedRun, RunLock, config_diff, config_of, eval_checkpoint, eval_checkpoint_with, load_model, load_model_only,
-    load_weights, robustness, write_metrics_csv,
+    LoadedRun, RunLock, config_diff, config_of, eval_checkpoint, eval_checkpoint_with, load_model,
+    load_model_only, load_weights, robustness, write_metrics_csv,
 };
 pub use tasks::{TaskConfig, TaskName, build_task, io_shape};
 

@@ -234,9 +234,13 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
 #[cfg(feature = "torch")]
 fn run_torch(a: &BenchArgs, cases: &[String]) -> Result<(), String> {
     use statespace_torch::bench as tb;
-    let device = super::engine::torch_device(a.engine.device.as_deref().unwrap_or("cpu"))
-        .map_err(|f| match f {
-            super::Failure::Input(m) | super::Failure::Compute(m) | super::Failure::Stopped(m) => m,
+    let device =
+        super::engine::torch_device(a.engine.device.as_deref().unwrap_or("cpu")).map_err(|f| {
+            match f {
+                super::Failure::Input(m)
+                | super::Failure::Compute(m)
+                | super::Failure::Stopped(m) => m,
+            }
         })?;
     let opts = statespace_torch::TorchOptions {
         bf16_matmul: a.engine.precision == super::engine::Precision::Bf16,
@@ -272,10 +276,18 @@ fn run_torch(a: &BenchArgs, cases: &[String]) -> Result<(), String> {
         };
         for &(h, m, l) in shapes {
             eprintln!("S4D kernel H={h} M={m} L={l} …");
-            show(tb::s4d_kernel(h, m, l, device, opts, a.secs).map_err(e)?.to_vec());
+            show(
+                tb::s4d_kernel(h, m, l, device, opts, a.secs)
+                    .map_err(e)?
+                    .to_vec(),
+            );
         }
         eprintln!("S4 (DPLR) kernel H=256 N=64 L=4096 …");
-        show(tb::s4_kernel(256, 64, 4096, device, opts, a.secs).map_err(e)?.to_vec());
+        show(
+            tb::s4_kernel(256, 64, 4096, device, opts, a.secs)
+                .map_err(e)?
+                .to_vec(),
+        );
     }
     if has("train") {
         for (layers, h, b, l) in [(4, 128, 16, 1024), (4, 64, 50, 784)] {
@@ -301,9 +313,11 @@ fn run_torch(a: &BenchArgs, cases: &[String]) -> Result<(), String> {
 
 #[cfg(not(feature = "torch"))]
 fn run_torch(_a: &BenchArgs, _cases: &[String]) -> Result<(), String> {
-    Err("--engine torch: this statespace was built without the torch engine; build it with \
+    Err(
+        "--engine torch: this statespace was built without the torch engine; build it with \
          `cargo build --release --features torch` (README: GPUs)"
-        .into())
+            .into(),
+    )
 }
 
 fn print_header(peers: bool) {

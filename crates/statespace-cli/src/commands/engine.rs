@@ -75,7 +75,8 @@ impl EngineArgs {
                 }
                 if self.precision != Precision::F32 {
                     return Err(Failure::Input(
-                        "--precision bf16: the CPU engine computes in f32; use --engine torch".into(),
+                        "--precision bf16: the CPU engine computes in f32; use --engine torch"
+                            .into(),
                     ));
                 }
                 Ok(Box::new(|m, o| {
