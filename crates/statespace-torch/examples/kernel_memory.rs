@@ -4,8 +4,9 @@
 //! ```text
 //! cargo run --release -p statespace-torch --example kernel_memory -- KIND L H N BATCH one|two [cpu|cuda]
 //! ```
-//! Prints the peak resident set (CPU: `VmHWM`) or the CUDA allocator's peak, and the time of the
-//! forward + backward. The Path-X layer is `s4d|s4 16384 256 64 1` (bidirectional, as the paper's).
+//! Prints the peak resident set (`VmHWM`; on CUDA also the device memory in use after the step,
+//! `cudaMemGetInfo` — PyTorch's caching allocator keeps what it reserved, so that is the step's peak
+//! reservation plus the CUDA context), and the time of the forward + backward. The Path-X layer is `s4d|s4 16384 256 64 1` (bidirectional, as the paper's).
 
 use rand::SeedableRng;
 use statespace_core::model::{IoShape, Model, ModelConfig};
@@ -75,6 +76,15 @@ fn main() {
     }
     let secs = t0.elapsed().as_secs_f64();
     let peak = vm_hwm().unwrap_or(0.0);
+    if let Device::Cuda(_) = device {
+        match statespace_torch::bench::cuda_used_bytes() {
+            Some(b) => println!(
+                "{kind} L={len}: device memory in use after the step {:.0} MiB",
+                b as f64 / 1048576.0
+            ),
+            None => println!("{kind} L={len}: cudaMemGetInfo not found"),
+        }
+    }
     println!(
         "{kind} L={len} H={h} N={n} B={b} {}: fwd+bwd {secs:.2} s, peak RSS {:.0} MiB (before the step {:.0} MiB)",
         if two { "two-phase" } else { "one graph" },

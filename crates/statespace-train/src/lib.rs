@@ -26,7 +26,7 @@ pub use run::{
 };
 pub use run_dir::{
     LoadedRun, RunLock, config_diff, config_of, eval_checkpoint, eval_checkpoint_with, load_model,
-    load_model_only, load_weights, robustness, write_metrics_csv,
+    load_model_only, load_weights, robustness, save_weights, write_metrics_csv,
 };
 pub use tasks::{TaskConfig, TaskName, build_task, io_shape};
 

@@ -117,6 +117,25 @@ pub(crate) fn save_best(
     )?)
 }
 
+/// Writes `model`'s weights and buffers with the run config `cfg` as a checkpoint at `path` (the
+/// layout of `best.safetensors`, docs/checkpoint-format.md; `seq_len` the length the model was
+/// built for, 0 if any): what the Python package's `Model.save` writes.
+pub fn save_weights(
+    path: &Path,
+    cfg: &RunConfig,
+    model: &Model<f32>,
+    seq_len: usize,
+) -> Result<(), String> {
+    if cfg.model != model.cfg && cfg.model.resolved(seq_len.max(1)) != model.cfg {
+        return Err(format!(
+            "{}: the run config's [model] table is not this model's",
+            path.display()
+        ));
+    }
+    let m = meta(cfg, model.io, &[("seq_len", seq_len.to_string())]);
+    Ok(checkpoint::save(path, &model_tensors(model), m)?)
+}
+
 /// Copies the weights (and BatchNorm buffers) of a checkpoint into `model`; every missing tensor or
 /// shape mismatch is an error naming the file and the tensor.
 pub fn load_weights(
