@@ -389,3 +389,38 @@ fn torch_engine_equals_cpu_engine_f32() {
         }
     }
 }
+
+/// S4 evaluated beyond the length its `C̃` refers to (`kernel_len`, set by the first forward): both
+/// engines re-express `C̃` for the longer kernel (`C = C̃(I − Ā^L)⁻¹`, `C̃′ = C(I − Ā^{L′})`) and agree.
+#[test]
+fn s4_beyond_its_kernel_len_matches_the_cpu_engine() {
+    for toml in [
+        "kind = 's4'\nd_model = 6\nn_layers = 2\nd_state = 8\npool = 'none'",
+        "kind = 's4'\nd_model = 6\nn_layers = 1\nd_state = 8\nbidirectional = true\ninit = 'legt'",
+    ] {
+        let cfg: ModelConfig = toml::from_str(toml).unwrap();
+        let io = IoShape {
+            d_input: 1,
+            vocab: 0,
+            d_output: 3,
+            pair: false,
+        };
+        let mut cpu = Model::<f64>::new(&cfg, io, &mut StdRng::seed_from_u64(3)).unwrap();
+        let mut tm =
+            TorchModel::from_cpu(&cpu, Kind::Double, device(), TorchOptions::default()).unwrap();
+        let mut r = StdRng::seed_from_u64(4);
+        let mut worst = 0.0f64;
+        for l in [24usize, 40] {
+            let x: Vec<f64> = (0..2 * l).map(|_| r.random_range(-1.0..1.0)).collect();
+            let want = cpu.forward(Input::Real(&x), 2, l, false, 0).to_vec();
+            let xt = TorchInput::Real(from_f64(&x, &[2, 1, l], Kind::Double, device()));
+            let got = tch::no_grad(|| tm.forward(&xt, &[], false, 0)).unwrap();
+            let e = rel(&to_f64(&got), &want, 0.0);
+            eprintln!("{toml:?} L={l}: {e:.2e}");
+            worst = worst.max(e);
+        }
+        let kl = to_f64(tm.buffers.get("blocks.0.ssm.kernel.kernel_len").unwrap())[0];
+        assert_eq!(kl, 24.0, "kernel_len stays the first length");
+        assert!(worst <= 1e-9, "{toml}: {worst:.2e}");
+    }
+}

@@ -33,12 +33,111 @@ pub fn kernel(
     from_spectrum(&khat, kernel_len, len)
 }
 
+/// `K [D, H, len]` at a length beyond the `kernel_len` that `C̃` refers to (evaluation at longer
+/// sequences, as the CPU engine allows): `C̃` re-expressed for `len` (see [`c_tilde_at`]), then the
+/// kernel at `len` frequencies. Differentiable, but the CPU engine trains only up to `kernel_len`.
+pub fn kernel_extended(
+    p: &Named,
+    prefix: &str,
+    ctx: KernelCtx,
+    kernel_len: usize,
+    len: usize,
+) -> Result<Tensor> {
+    let ct = c_tilde_at(p, prefix, ctx, kernel_len, len)?;
+    let khat = spectrum_with(p, prefix, ctx, len, 0, len / 2 + 1, Some(&ct))?;
+    from_spectrum(&khat, len, len)
+}
+
+/// `C̃′ [D, H, M]` for kernel length `len` from the stored `C̃` (relative to `kernel_len`), through
+/// the dense bilinear system of the full DPLR matrix (`N × N` per channel):
+///
+/// ```text
+///   A = diag(Λ, Λ̄) − [P̃; P̃̄][P̃; P̃̄]*,   Ā = (I − Δ/2·A)⁻¹ (I + Δ/2·A)
+///   C = C̃ (I − Ā^{kernel_len})⁻¹,   C̃′ = C (I − Ā^{len})      (row vectors, the kept half returned)
+/// ```
+pub fn c_tilde_at(
+    p: &Named,
+    prefix: &str,
+    ctx: KernelCtx,
+    kernel_len: usize,
+    len: usize,
+) -> Result<Tensor> {
+    let sys = System::of(p, prefix, ctx)?;
+    let n = sys.lam_f.size()[1];
+    let ck = crate::tensor::complex_of(ctx.kind);
+    let a = sys.lam_f.diag_embed(0, -2, -1)
+        - Tensor::einsum(
+            "hjn,hjm->hnm",
+            &[&sys.rho_p, &sys.rho_p.conj()],
+            None::<i64>,
+        );
+    let eye = Tensor::eye(n, (ck, ctx.device));
+    let half = (&sys.dt / 2.0).unsqueeze(-1); // [H, 1, 1]
+    let abar = Tensor::linalg_solve(&(&eye - &a * &half), &(&eye + &a * &half), true);
+    let ct = sys.ell_c.unsqueeze(2); // [D, H, 1, N]
+    let x = &eye - abar.linalg_matrix_power(kernel_len as i64);
+    let c = Tensor::linalg_solve(&x.unsqueeze(0), &ct, false); // C·X = C̃
+    let ct_new = &c - c.matmul(&abar.linalg_matrix_power(len as i64).unsqueeze(0));
+    Ok(ct_new.squeeze_dim(2).narrow(-1, 0, n / 2))
+}
+
+/// The full (both halves) system of an S4 kernel, per channel.
+struct System {
+    /// `Δ [H, 1]`.
+    dt: Tensor,
+    /// `[Λ; Λ̄] [H, N]`.
+    lam_f: Tensor,
+    /// `[B; B̄] [H, N]`.
+    rho_b: Tensor,
+    /// `[P̃; P̃̄] [H, r, N]`.
+    rho_p: Tensor,
+    /// `[P̃̄; P̃] [H, r, N]` (the left factors of the low-rank term).
+    ell_p: Tensor,
+    /// `[C̃; C̃̄] [D, H, N]`.
+    ell_c: Tensor,
+}
+
+impl System {
+    fn of(p: &Named, prefix: &str, ctx: KernelCtx) -> Result<Self> {
+        Self::with(p, prefix, ctx, None)
+    }
+
+    fn with(p: &Named, prefix: &str, ctx: KernelCtx, ct: Option<&Tensor>) -> Result<Self> {
+        let g = |s: &str| -> Result<Tensor> { Ok(ctx.real(p.get(&format!("{prefix}.{s}"))?)) };
+        let log_dt = g("log_dt")?;
+        let h = log_dt.size()[0];
+        let s = g("log_lambda_real")?.size()[0];
+        let copy = Tensor::arange(h, (Kind::Int64, ctx.device)).remainder(s);
+        let per = |t: Tensor| t.index_select(0, &copy);
+        let lam = per(complex(
+            &clamped_real(&g("log_lambda_real")?),
+            &g("lambda_imag")?,
+        )); // [H, M]
+        let pp = per(complex(&g("p_re")?, &g("p_im")?)); // [H, r, M]
+        let b = per(complex(&g("b_re")?, &g("b_im")?)); // [H, M]
+        let ct = match ct {
+            Some(c) => c.shallow_clone(),
+            None => complex(&g("c_re")?, &g("c_im")?), // [D, H, M]
+        };
+        let full = |x: &Tensor| Tensor::cat(&[x.shallow_clone(), x.conj()], -1);
+        Ok(Self {
+            dt: log_dt.exp().unsqueeze(-1),
+            lam_f: full(&lam),
+            rho_b: full(&b),
+            rho_p: full(&pp),
+            ell_p: full(&pp.conj()),
+            ell_c: full(&ct),
+        })
+    }
+}
+
 /// `K [D, H, len]` from the spectrum `K̂ [D, H, kernel_len/2 + 1]`: the imaginary parts at DC and
 /// Nyquist dropped, inverse real FFT, the first `len` lags.
 pub fn from_spectrum(khat: &Tensor, kernel_len: usize, len: usize) -> Result<Tensor> {
     if len > kernel_len {
         return Err(Error::Invalid(format!(
-            "S4 on the torch engine runs at lengths up to its kernel_len ({kernel_len}), got {len}"
+            "S4 trains at lengths up to its kernel_len ({kernel_len}, the first forward's length), got \
+             {len} (as the CPU engine; evaluation at longer lengths works)"
         )));
     }
     Ok(hermitian_ends(khat, kernel_len)
@@ -57,27 +156,28 @@ pub fn spectrum(
     first: usize,
     count: usize,
 ) -> Result<Tensor> {
-    let g = |s: &str| -> Result<Tensor> { Ok(ctx.real(p.get(&format!("{prefix}.{s}"))?)) };
-    let log_dt = g("log_dt")?;
-    let h = log_dt.size()[0];
-    let s = g("log_lambda_real")?.size()[0];
-    let copy = Tensor::arange(h, (Kind::Int64, ctx.device)).remainder(s);
-    let per = |t: Tensor| t.index_select(0, &copy);
-    let lam = per(complex(
-        &clamped_real(&g("log_lambda_real")?),
-        &g("lambda_imag")?,
-    )); // [H, M]
-    let pp = per(complex(&g("p_re")?, &g("p_im")?)); // [H, r, M]
-    let b = per(complex(&g("b_re")?, &g("b_im")?)); // [H, M]
-    let ct = complex(&g("c_re")?, &g("c_im")?); // [D, H, M]
-    let r = pp.size()[1];
-    let full = |x: &Tensor| Tensor::cat(&[x.shallow_clone(), x.conj()], -1);
-    let lam_f = full(&lam); // [H, N]
-    let rho_b = full(&b); // [H, N]
-    let rho_p = full(&pp); // [H, r, N]
-    let ell_p = full(&pp.conj()); // [H, r, N]
-    let ell_c = full(&ct); // [D, H, N]
-    let dt = log_dt.exp().unsqueeze(-1); // [H, 1]
+    spectrum_with(p, prefix, ctx, kernel_len, first, count, None)
+}
+
+/// [`spectrum`] with `C̃ [D, H, M]` given (`None`: the stored one).
+pub fn spectrum_with(
+    p: &Named,
+    prefix: &str,
+    ctx: KernelCtx,
+    kernel_len: usize,
+    first: usize,
+    count: usize,
+    ct: Option<&Tensor>,
+) -> Result<Tensor> {
+    let System {
+        dt,
+        lam_f,
+        rho_b,
+        rho_p,
+        ell_p,
+        ell_c,
+    } = System::with(p, prefix, ctx, ct)?;
+    let r = rho_p.size()[1];
     let omega = rfft_omegas(kernel_len, ctx.device)
         .narrow(0, first as i64, count as i64)
         .to_kind(crate::tensor::complex_of(ctx.kind));
