@@ -285,10 +285,80 @@ impl Native {
             .collect()
     }
 
+    /// The prefixes of the convolution kernels (`blocks.i.ssm.kernel`; none for S5), each with the
+    /// names of its parameters.
+    fn kernel_params(&self) -> Vec<(String, Vec<String>)> {
+        self.tm
+            .kernel_prefixes()
+            .into_iter()
+            .map(|kp| {
+                let under = format!("{kp}.");
+                let names = self
+                    .tm
+                    .params
+                    .names
+                    .iter()
+                    .filter(|n| n.starts_with(&under))
+                    .cloned()
+                    .collect();
+                (kp, names)
+            })
+            .collect()
+    }
+
+    /// Phase one of the two-phase backward: `K [dirs, H, len]` of kernel `prefix` made without
+    /// autograd, chunk by chunk. Returns it and the buffers after the call.
+    fn make_kernel(
+        &mut self,
+        params: Vec<PyTensor>,
+        buffers: Vec<PyTensor>,
+        prefix: &str,
+        len: usize,
+    ) -> PyResult<(PyTensor, Vec<PyTensor>)> {
+        self.bind(&params, &buffers)?;
+        let k = self
+            .tm
+            .kernel_no_grad(prefix, len)
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        Ok((PyTensor(k), self.buffer_values()))
+    }
+
+    /// Phase two: the gradients of `Σ K·dK` with respect to the parameters of kernel `prefix` (in
+    /// the order of `kernel_params`), recomputed chunk by chunk.
+    fn kernel_grads(
+        &mut self,
+        py: Python<'_>,
+        params: Vec<PyTensor>,
+        buffers: Vec<PyTensor>,
+        prefix: &str,
+        len: usize,
+        dk: PyTensor,
+    ) -> PyResult<Vec<PyTensor>> {
+        self.bind(&params, &buffers)?;
+        let under = format!("{prefix}.");
+        let names: Vec<String> = self
+            .tm
+            .params
+            .names
+            .iter()
+            .filter(|n| n.starts_with(&under))
+            .cloned()
+            .collect();
+        // libtorch's autograd engine refuses to run while the GIL is held
+        let tm = &mut self.tm;
+        let dk = dk.0;
+        let g = py
+            .allow_threads(move || tm.kernel_grads(prefix, &names, len, &dk))
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        Ok(g.into_iter().map(PyTensor).collect())
+    }
+
     /// The model's output for `x` (`[B, d_input, L]` reals or `[B, L]` token ids) from the given
     /// parameters and buffers, with autograd; `lengths` (empty: all valid) masks padding. Returns
     /// the output and the buffers after the call.
-    #[pyo3(signature = (params, buffers, x, lengths, train, seed))]
+    /// `kernels` (prefix → `K`) replaces the kernels the forward would make (the two-phase path).
+    #[pyo3(signature = (params, buffers, x, lengths, train, seed, kernels=None))]
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &mut self,
         params: Vec<PyTensor>,
@@ -297,30 +367,43 @@ impl Native {
         lengths: Vec<usize>,
         train: bool,
         seed: u64,
+        kernels: Option<HashMap<String, PyTensor>>,
     ) -> PyResult<(PyTensor, Vec<PyTensor>)> {
         self.bind(&params, &buffers)?;
+        self.tm.kernel_inputs = kernels
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
         let input = self.input(&x)?;
         if let Some(&n) = lengths.iter().find(|&&n| n == 0) {
             return Err(PyValueError::new_err(format!(
                 "lengths: {n} (every example needs at least one valid position)"
             )));
         }
-        let out = self
-            .tm
-            .forward(&input, &lengths, train, seed)
-            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        let out = self.tm.forward(&input, &lengths, train, seed);
+        self.tm.kernel_inputs.clear();
+        let out = out.map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         Ok((PyTensor(out), self.buffer_values()))
     }
 
-    /// The sequence map of block `prefix`'s SSM layer (`u [B, H, L] → [B, H, L]`, without `D·u`).
+    /// The sequence map of block `prefix`'s SSM layer (`u [B, H, L] → [B, H, L]`, without `D·u`);
+    /// `kernels` as in `forward`.
+    #[pyo3(signature = (params, buffers, prefix, u, kernels=None))]
     fn sequence_map(
         &mut self,
         params: Vec<PyTensor>,
         buffers: Vec<PyTensor>,
         prefix: &str,
         u: PyTensor,
+        kernels: Option<HashMap<String, PyTensor>>,
     ) -> PyResult<(PyTensor, Vec<PyTensor>)> {
         self.bind(&params, &buffers)?;
+        self.tm.kernel_inputs = kernels
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
         let (s, h) = (u.size(), self.tm.cfg.d_model as i64);
         if s.len() != 3 || s[1] != h {
             return Err(PyValueError::new_err(format!(
@@ -328,10 +411,9 @@ impl Native {
             )));
         }
         let u = u.to_kind(self.tm.kind);
-        let y = self
-            .tm
-            .sequence_map(prefix, &u)
-            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        let y = self.tm.sequence_map(prefix, &u);
+        self.tm.kernel_inputs.clear();
+        let y = y.map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         Ok((PyTensor(y), self.buffer_values()))
     }
 

@@ -140,6 +140,30 @@ class _Bound(nn.Module):
         return out
 
 
+class _Kernel(torch.autograd.Function):
+    """One layer's kernel ``K [dirs, H, L]`` in two phases: made without autograd in chunks, and in
+    the backward its parameters' gradients recomputed chunk by chunk from ``dK`` — so no kernel's
+    ``[H, N, L]`` intermediates are kept between forward and backward (the torch engine's two-phase
+    backward, inside Python's autograd; DDP's hooks see the gradients as usual)."""
+
+    @staticmethod
+    def forward(ctx, model, prefix, length, *kparams):
+        params, buffers = model._tensors(kparams[0].device, kparams[0].dtype)
+        k, new = model._native.make_kernel(params, buffers, prefix, length)
+        model._store_buffers(new)
+        ctx.model, ctx.prefix, ctx.length = model, prefix, length
+        return k
+
+    @staticmethod
+    def backward(ctx, dk):
+        m = ctx.model
+        ref = next(m.parameters())
+        params, buffers = m._tensors(ref.device, ref.dtype)
+        params = [p.detach() for p in params]
+        grads = m._native.kernel_grads(params, buffers, ctx.prefix, ctx.length, dk.contiguous())
+        return (None, None, None, *grads)
+
+
 class Model(_Bound):
     """A statespace model (encoder → residual SSM blocks → pooling → decoder).
 
@@ -185,11 +209,21 @@ class Model(_Bound):
 
         return json.loads(self._native.model_config())
 
+    #: Training forwards make each kernel in two phases (``_Kernel``): memory O(H·L) per kernel
+    #: instead of the O(H·N·L) of one autograd graph through it (the Path-X sizes need this).
+    two_phase = True
+
     def forward(self, x, lengths=None):
         ref = next(self.parameters())
+        kernels = None
+        if self.training and self.two_phase and torch.is_grad_enabled():
+            length = x.shape[-1]
+            kernels = {kp: _Kernel.apply(self, kp, length,
+                                         *[self._tensor(n, ref.device, ref.dtype, False) for n in names])
+                       for kp, names in self._native.kernel_params()}
         params, buffers = self._tensors(ref.device, ref.dtype)
         out, new = self._native.forward(params, buffers, x, list(lengths or []), self.training,
-                                        self._seed())
+                                        self._seed(), kernels)
         self._store_buffers(new)
         return out
 
@@ -255,9 +289,17 @@ class Layer(_Bound):
         self._attach(native, lambda n: n[len(prefix):]
                      if n.startswith(prefix) and not n.startswith(prefix + "out.") else None)
 
+    #: As ``Model.two_phase``: training forwards make the kernel in two phases (memory O(H·L)).
+    two_phase = True
+
     def forward(self, u):
+        kernels = None
+        if self.training and self.two_phase and torch.is_grad_enabled():
+            kernels = {kp: _Kernel.apply(self, kp, u.shape[-1],
+                                         *[self._tensor(n, u.device, u.dtype, False) for n in names])
+                       for kp, names in self._native.kernel_params()}
         params, buffers = self._tensors(u.device, u.dtype)
-        y, new = self._native.sequence_map(params, buffers, "blocks.0.ssm", u)
+        y, new = self._native.sequence_map(params, buffers, "blocks.0.ssm", u, kernels)
         self._store_buffers(new)
         return y + u * self.d.reshape(1, -1, 1)
 

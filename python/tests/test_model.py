@@ -40,11 +40,13 @@ def check_against_cpu(model, x, lengths=None, tol=1e-4):
     return worst
 
 
+@pytest.mark.parametrize("two_phase", [True, False], ids=["two-phase", "one-graph"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_every_kind_matches_the_cpu_engine(kind):
+def test_every_kind_matches_the_cpu_engine(kind, two_phase):
     torch.manual_seed(0)
     cfg = {"kind": kind, "d_model": 8, "n_layers": 2, "d_state": 8, "dt_min": 0.001}
     model = statespace.Model(cfg, d_input=2, d_output=3, seq_len=32, seed=1)
+    model.two_phase = two_phase
     names = [n for n, _ in model.named_parameters()]
     assert names[0].startswith("encoder.") and any(".ssm." in n for n in names)
     x = torch.randn(3, 2, 32)

@@ -111,6 +111,11 @@ pub struct TorchModel {
     leaves: bool,
     /// Valid positions of the current batch (Σ_b lengths[b]): BatchNorm's count, known on the host.
     valid_count: usize,
+    /// Kernels `K [dirs, H, L]` supplied by the caller for the next forward, by kernel prefix
+    /// (`blocks.i.ssm.kernel`): the Python package makes them in a custom autograd function whose
+    /// backward is [`TorchModel::kernel_grads`], so its two-phase backward runs inside Python's
+    /// autograd (and DDP's hooks).
+    pub kernel_inputs: HashMap<String, Tensor>,
 }
 
 /// The buffers of a CPU model as tensors (SGConv's `kernel_norm` as `[D, H]`, the rest flat).
@@ -163,6 +168,7 @@ impl TorchModel {
             pending: Vec::new(),
             leaves: false,
             valid_count: 0,
+            kernel_inputs: HashMap::new(),
         })
     }
 
@@ -444,7 +450,9 @@ impl TorchModel {
             );
         }
         let kp = format!("{prefix}.kernel");
-        let k = if self.leaves {
+        let k = if let Some(k) = self.kernel_inputs.get(&kp) {
+            k.to_kind(self.kind)
+        } else if self.leaves {
             let k = tch::no_grad(|| self.kernel_in_chunks(&kp, len))?;
             let leaf = k.to_kind(self.kind).detach().set_requires_grad(true);
             self.pending.push(Pending {
@@ -525,6 +533,55 @@ impl TorchModel {
             .map(|w0| kernels::s4::spectrum(&self.params, kp, self.ctx(), kl, w0, w.min(bins - w0)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Tensor::cat(&parts, -1))
+    }
+
+    /// The prefixes of the model's convolution kernels (`blocks.i.ssm.kernel`; none for S5).
+    pub fn kernel_prefixes(&self) -> Vec<String> {
+        if matches!(self.cfg.kind, LayerKind::S5 | LayerKind::S5Ptd) {
+            return Vec::new();
+        }
+        (0..self.cfg.n_layers)
+            .map(|i| format!("blocks.{i}.ssm.kernel"))
+            .collect()
+    }
+
+    /// `K [dirs, H, len]` of kernel `kp` made without autograd in the two-phase backward's chunks,
+    /// in the model's dtype (sets the buffers a first forward sets).
+    pub fn kernel_no_grad(&mut self, kp: &str, len: usize) -> Result<Tensor> {
+        let k = tch::no_grad(|| self.kernel_in_chunks(kp, len))?;
+        Ok(k.to_kind(self.kind))
+    }
+
+    /// The gradients of `Σ K·dK` with respect to kernel `kp`'s parameters (`names`, each under
+    /// `kp.`), computed chunk by chunk as the two-phase backward does, on detached copies: the
+    /// model's own parameters' gradients are left as they are.
+    pub fn kernel_grads(
+        &mut self,
+        kp: &str,
+        names: &[String],
+        len: usize,
+        dk: &Tensor,
+    ) -> Result<Vec<Tensor>> {
+        let mut saved = Vec::with_capacity(names.len());
+        for n in names {
+            let p = self.params.get(n)?;
+            let copy = p.detach().set_requires_grad(true);
+            saved.push((n.clone(), p.shallow_clone(), copy.shallow_clone()));
+            self.params.map.insert(n.clone(), copy);
+        }
+        // with autograd on: a caller's backward (a custom autograd function) runs with it off
+        let r = tch::with_grad(|| self.kernel_backward(kp, len, dk));
+        let grads = saved
+            .iter()
+            .map(|(_, p, c)| {
+                let g = c.grad();
+                if g.defined() { g } else { p.zeros_like() }
+            })
+            .collect();
+        for (n, p, _) in saved {
+            self.params.map.insert(n, p);
+        }
+        r.map(|_| grads)
     }
 
     /// Phase two for one kernel: `Σ K·dK` back-propagated chunk by chunk.
