@@ -7,7 +7,8 @@
 set -uo pipefail
 out="${OUT:-/tmp/gpu-check}"
 mkdir -p "$out"
-B="$PWD/gpu-carry/bin"
+B=/tmp/gpu-carry-bin
+mkdir -p "$B" && tar -C "$B" --strip-components=1 -xJf gpu-carry/bin.tar.xz
 PY="${PYTHON:-python3}"
 TORCH_LIB="$("$PY" -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
 export LD_LIBRARY_PATH="$TORCH_LIB:${LD_LIBRARY_PATH:-}"
