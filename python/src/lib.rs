@@ -592,6 +592,120 @@ impl Streamer {
     }
 }
 
+/// A task of statespace-data (generated or read from its standard files), batch by batch.
+#[pyclass(unsendable)]
+struct Task {
+    task: Box<dyn statespace_data::SeqTask>,
+    batch: statespace_data::Batch,
+}
+
+fn split_of(name: &str) -> PyResult<statespace_data::Split> {
+    use statespace_data::Split;
+    match name {
+        "train" => Ok(Split::Train),
+        "val" => Ok(Split::Val),
+        "test" => Ok(Split::Test),
+        s => Err(PyValueError::new_err(format!(
+            "split {s:?}: one of train, val, test"
+        ))),
+    }
+}
+
+#[pymethods]
+impl Task {
+    /// The task of a run config (TOML text: its `[task]` table, `[train]` seed), its files under
+    /// `data_dir` (or the config's `task.data_dir`).
+    #[new]
+    #[pyo3(signature = (run_config_toml, data_dir=None))]
+    fn new(run_config_toml: &str, data_dir: Option<&str>) -> PyResult<Self> {
+        let cfg = statespace_train::RunConfig::from_toml(run_config_toml).map_err(err)?;
+        let task = statespace_train::build_task(&cfg.task, data_dir.map(Path::new), cfg.train.seed)
+            .map_err(err)?;
+        Ok(Self {
+            task,
+            batch: statespace_data::Batch::default(),
+        })
+    }
+
+    /// Examples in `split`.
+    fn size(&self, split: &str) -> PyResult<usize> {
+        Ok(self.task.size(split_of(split)?))
+    }
+
+    /// `(d_input, vocab, d_output, pair)`: the model shape the task needs.
+    fn io(&self) -> (usize, usize, usize, bool) {
+        let io = statespace_train::io_shape(self.task.as_ref());
+        (io.d_input, io.vocab, io.d_output, io.pair)
+    }
+
+    /// A description.
+    fn describe(&self) -> String {
+        self.task.describe()
+    }
+
+    /// The examples `indices` of `split` as one padded batch: `(x, y, lengths)` — `x`
+    /// `[B, channels, L]` float32 or `[B, L]` int64 token ids (pair tasks: `2B` rows, the two towers of
+    /// each example one after the other), `y` int64 labels (`[B]` or `[B, L]`) or float32 targets
+    /// `[B, dims]` (unscored positions of per-position targets: -100, `cross_entropy`'s default
+    /// `ignore_index`), `lengths` the valid lengths (empty: all full).
+    fn batch(
+        &mut self,
+        split: &str,
+        indices: Vec<usize>,
+    ) -> PyResult<(PyTensor, PyTensor, Vec<usize>)> {
+        use statespace_data::{InputSpec, TargetSpec};
+        let sp = split_of(split)?;
+        let n = self.task.size(sp);
+        if let Some(&i) = indices.iter().find(|&&i| i >= n) {
+            return Err(PyValueError::new_err(format!(
+                "index {i}: the {split} split has {n} examples"
+            )));
+        }
+        if indices.is_empty() {
+            return Err(PyValueError::new_err("batch: no indices"));
+        }
+        self.task.fill(sp, &indices, &mut self.batch).map_err(err)?;
+        let spec = self.task.spec();
+        let b = &self.batch;
+        let len = if b.len > 0 { b.len } else { spec.len } as i64;
+        let x = match spec.input {
+            InputSpec::Real { channels } => {
+                Tensor::from_slice(&b.real).reshape([-1, channels as i64, len])
+            }
+            InputSpec::Tokens { .. } => {
+                let t: Vec<i64> = b.tokens.iter().map(|&v| v as i64).collect();
+                let seqs = t.len() as i64 / len.max(1);
+                Tensor::from_slice(&t).reshape([seqs, len])
+            }
+        };
+        let y = match spec.target {
+            TargetSpec::Class { .. } => {
+                let l: Vec<i64> = b.labels.iter().map(|&v| v as i64).collect();
+                Tensor::from_slice(&l)
+            }
+            TargetSpec::ClassPerPosition { .. } => {
+                // unscored positions (statespace_data::IGNORE) as PyTorch's ignore_index, -100
+                let l: Vec<i64> = b
+                    .labels
+                    .iter()
+                    .map(|&v| {
+                        if v == statespace_data::IGNORE {
+                            -100
+                        } else {
+                            v as i64
+                        }
+                    })
+                    .collect();
+                Tensor::from_slice(&l).reshape([indices.len() as i64, -1])
+            }
+            TargetSpec::Regression { .. } => {
+                Tensor::from_slice(&b.targets).reshape([indices.len() as i64, -1])
+            }
+        };
+        Ok((PyTensor(x), PyTensor(y), b.lengths.clone()))
+    }
+}
+
 /// A run config (the TOML of `statespace train --config`, every table) as the JSON checkpoints keep.
 #[pyfunction]
 fn run_config_json(toml_text: &str) -> PyResult<String> {
@@ -604,6 +718,7 @@ fn run_config_json(toml_text: &str) -> PyResult<String> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Native>()?;
     m.add_class::<Streamer>()?;
+    m.add_class::<Task>()?;
     m.add_function(wrap_pyfunction!(run_config_json, m)?)?;
     Ok(())
 }

@@ -163,3 +163,31 @@ def test_stream_steps_equal_the_convolution_mode():
     steps = torch.stack([s.step(x[:, :, t]) for t in range(20)], -1)
     assert s.steps() == 20
     assert rel(steps, full) < 1e-4
+
+
+def test_tasks_are_datasets_that_train_a_model():
+    import torch.nn.functional as F
+    from statespace.data import TaskDataset
+
+    run = ('[task]\nname = "copying"\ncopy_tokens = 4\nblanks = 6\nalphabet = 4\ntrain_size = 64\n'
+           'val_size = 16\ntest_size = 16\n')
+    ds = TaskDataset(run, "train")
+    assert len(ds) == 64 and len(TaskDataset(run, "test")) == 16
+    io = ds.io
+    loader = torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True, collate_fn=ds.collate,
+                                         generator=torch.Generator().manual_seed(0))
+    x, y, lengths = next(iter(loader))
+    assert x.dtype == torch.int64 and x.shape[0] == 16 and y.shape[0] == 16
+    assert int(x.max()) < io["vocab"]
+    # the same examples come back for the same indices
+    x2, y2, _ = ds.collate([0, 1])
+    x3, y3, _ = ds.collate([0, 1])
+    assert torch.equal(x2, x3) and torch.equal(y2, y3)
+    with pytest.raises(ValueError, match="split has 64 examples"):
+        ds.collate([64])
+    model = statespace.Model({"kind": "s4d", "d_model": 16, "n_layers": 1, "d_state": 16,
+                              "pool": "none"}, **io)
+    out = model(x)  # [B, classes, L]
+    loss = F.cross_entropy(out, y)
+    loss.backward()
+    assert math.isfinite(loss.item())
