@@ -158,6 +158,27 @@ impl Native {
             .collect()
     }
 
+    /// The names of kernel `prefix`'s parameters, in the model's order.
+    fn kernel_names(&self, prefix: &str) -> Vec<String> {
+        let under = format!("{prefix}.");
+        self.tm
+            .params
+            .names
+            .iter()
+            .filter(|n| n.starts_with(&under))
+            .cloned()
+            .collect()
+    }
+
+    /// The kernels a call supplies (the two-phase path), replacing any left by an earlier call.
+    fn set_kernels(&mut self, kernels: Option<HashMap<String, PyTensor>>) {
+        self.tm.kernel_inputs = kernels
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+    }
+
     fn sync_cpu(&mut self) -> PyResult<()> {
         self.tm.to_cpu(&mut self.cpu).map_err(err)
     }
@@ -292,15 +313,7 @@ impl Native {
             .kernel_prefixes()
             .into_iter()
             .map(|kp| {
-                let under = format!("{kp}.");
-                let names = self
-                    .tm
-                    .params
-                    .names
-                    .iter()
-                    .filter(|n| n.starts_with(&under))
-                    .cloned()
-                    .collect();
+                let names = self.kernel_names(&kp);
                 (kp, names)
             })
             .collect()
@@ -335,15 +348,7 @@ impl Native {
         dk: PyTensor,
     ) -> PyResult<Vec<PyTensor>> {
         self.bind(&params, &buffers)?;
-        let under = format!("{prefix}.");
-        let names: Vec<String> = self
-            .tm
-            .params
-            .names
-            .iter()
-            .filter(|n| n.starts_with(&under))
-            .cloned()
-            .collect();
+        let names = self.kernel_names(prefix);
         // libtorch's autograd engine refuses to run while the GIL is held
         let tm = &mut self.tm;
         let dk = dk.0;
@@ -370,11 +375,7 @@ impl Native {
         kernels: Option<HashMap<String, PyTensor>>,
     ) -> PyResult<(PyTensor, Vec<PyTensor>)> {
         self.bind(&params, &buffers)?;
-        self.tm.kernel_inputs = kernels
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0))
-            .collect();
+        self.set_kernels(kernels);
         let input = self.input(&x)?;
         if let Some(&n) = lengths.iter().find(|&&n| n == 0) {
             return Err(PyValueError::new_err(format!(
@@ -399,11 +400,7 @@ impl Native {
         kernels: Option<HashMap<String, PyTensor>>,
     ) -> PyResult<(PyTensor, Vec<PyTensor>)> {
         self.bind(&params, &buffers)?;
-        self.tm.kernel_inputs = kernels
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0))
-            .collect();
+        self.set_kernels(kernels);
         let (s, h) = (u.size(), self.tm.cfg.d_model as i64);
         if s.len() != 3 || s[1] != h {
             return Err(PyValueError::new_err(format!(

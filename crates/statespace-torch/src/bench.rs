@@ -8,7 +8,7 @@
 //! case (`cudaMemGetInfo`: total − free) — PyTorch's caching allocator keeps what it reserved, so
 //! this is the case's peak reservation plus the CUDA context.
 
-use crate::kernels::{self, KernelCtx};
+use crate::kernels;
 use crate::model::{TorchInput, TorchModel, TorchOptions};
 use crate::optim::TorchAdamW;
 use crate::tensor::{from_f64, to_f64};
@@ -129,17 +129,6 @@ fn kernel_case(
     })
 }
 
-fn ctx(tm: &TorchModel) -> KernelCtx {
-    KernelCtx {
-        device: tm.device,
-        kind: if tm.opts.kernel_f64 {
-            Kind::Double
-        } else {
-            tm.kind
-        },
-    }
-}
-
 /// The S4D kernel (S4D-Lin, ZOH) of `h` channels, `m` complex modes, length `len`; FLOPs counted as
 /// the CPU engine's case (`4·H·M·L` forward, `12·H·M·L` forward + backward).
 pub fn s4d_kernel(
@@ -174,7 +163,7 @@ pub fn s4d_kernel(
                 &tm.params,
                 "blocks.0.ssm.kernel",
                 Disc::Zoh,
-                ctx(tm),
+                tm.ctx(),
                 0,
                 len,
             )
@@ -204,7 +193,7 @@ pub fn s4_kernel(
         device,
         secs,
         &|tm| {
-            kernels::s4::kernel(&tm.params, "blocks.0.ssm.kernel", ctx(tm), len, len)
+            kernels::s4::kernel(&tm.params, "blocks.0.ssm.kernel", tm.ctx(), len, len)
                 .map(|k| k.to_kind(tm.kind))
         },
     )

@@ -254,7 +254,8 @@ impl TorchModel {
         self.params.get(name)
     }
 
-    fn ctx(&self) -> KernelCtx {
+    /// Where and in which dtype the kernels are computed (f64 with [`TorchOptions::kernel_f64`]).
+    pub fn ctx(&self) -> KernelCtx {
         KernelCtx {
             device: self.device,
             kind: if self.opts.kernel_f64 {
