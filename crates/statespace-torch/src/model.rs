@@ -388,12 +388,7 @@ impl TorchModel {
             }
             LayerKind::S4 => {
                 let kl = self.s4_kernel_len(kp, len)?;
-                if len > kl {
-                    // longer than C̃'s length (evaluation, as the CPU engine): C̃ re-expressed
-                    kernels::s4::kernel_extended(&self.params, kp, ctx, kl, len)
-                } else {
-                    kernels::s4::kernel(&self.params, kp, ctx, kl, len)
-                }
+                kernels::s4::kernel(&self.params, kp, ctx, kl, len)
             }
             LayerKind::Sgconv => {
                 let name = format!("{kp}.kernel_norm");

@@ -16,7 +16,10 @@ use crate::tensor::{complex, hermitian_ends, rfft_omegas};
 use crate::{Error, Result};
 use tch::{Kind, Tensor};
 
-/// `K [D, H, len]` of the S4 kernel `prefix`, built at `kernel_len` frequencies.
+/// `K [D, H, len]` of the S4 kernel `prefix`, built at `kernel_len` frequencies; beyond the
+/// `kernel_len` that `C̃` refers to (evaluation at longer sequences, as the CPU engine allows), `C̃`
+/// is re-expressed for `len` (see [`c_tilde_at`]) and the kernel built at `len` frequencies
+/// (differentiable, but the CPU engine trains only up to `kernel_len`).
 pub fn kernel(
     p: &Named,
     prefix: &str,
@@ -24,28 +27,13 @@ pub fn kernel(
     kernel_len: usize,
     len: usize,
 ) -> Result<Tensor> {
-    if len > kernel_len {
-        return Err(Error::Invalid(format!(
-            "{prefix}: S4 on the torch engine runs at lengths up to its kernel_len ({kernel_len}), got {len}"
-        )));
-    }
-    let khat = spectrum(p, prefix, ctx, kernel_len, 0, kernel_len / 2 + 1)?;
-    from_spectrum(&khat, kernel_len, len)
-}
-
-/// `K [D, H, len]` at a length beyond the `kernel_len` that `C̃` refers to (evaluation at longer
-/// sequences, as the CPU engine allows): `C̃` re-expressed for `len` (see [`c_tilde_at`]), then the
-/// kernel at `len` frequencies. Differentiable, but the CPU engine trains only up to `kernel_len`.
-pub fn kernel_extended(
-    p: &Named,
-    prefix: &str,
-    ctx: KernelCtx,
-    kernel_len: usize,
-    len: usize,
-) -> Result<Tensor> {
-    let ct = c_tilde_at(p, prefix, ctx, kernel_len, len)?;
-    let khat = spectrum_with(p, prefix, ctx, len, 0, len / 2 + 1, Some(&ct))?;
-    from_spectrum(&khat, len, len)
+    let (lk, ct) = if len > kernel_len {
+        (len, Some(c_tilde_at(p, prefix, ctx, kernel_len, len)?))
+    } else {
+        (kernel_len, None)
+    };
+    let khat = spectrum_with(p, prefix, ctx, lk, 0, lk / 2 + 1, ct.as_ref())?;
+    from_spectrum(&khat, lk, len)
 }
 
 /// `C̃′ [D, H, M]` for kernel length `len` from the stored `C̃` (relative to `kernel_len`), through
