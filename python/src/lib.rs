@@ -17,6 +17,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
+mod train;
+
 fn err<E: std::fmt::Display>(e: E) -> PyErr {
     PyValueError::new_err(e.to_string())
 }
@@ -650,7 +652,6 @@ impl Task {
         split: &str,
         indices: Vec<usize>,
     ) -> PyResult<(PyTensor, PyTensor, Vec<usize>)> {
-        use statespace_data::{InputSpec, TargetSpec};
         let sp = split_of(split)?;
         let n = self.task.size(sp);
         if let Some(&i) = indices.iter().find(|&&i| i >= n) {
@@ -662,45 +663,54 @@ impl Task {
             return Err(PyValueError::new_err("batch: no indices"));
         }
         self.task.fill(sp, &indices, &mut self.batch).map_err(err)?;
-        let spec = self.task.spec();
-        let b = &self.batch;
-        let len = if b.len > 0 { b.len } else { spec.len } as i64;
-        let x = match spec.input {
-            InputSpec::Real { channels } => {
-                Tensor::from_slice(&b.real).reshape([-1, channels as i64, len])
-            }
-            InputSpec::Tokens { .. } => {
-                let t: Vec<i64> = b.tokens.iter().map(|&v| v as i64).collect();
-                let seqs = t.len() as i64 / len.max(1);
-                Tensor::from_slice(&t).reshape([seqs, len])
-            }
-        };
-        let y = match spec.target {
-            TargetSpec::Class { .. } => {
-                let l: Vec<i64> = b.labels.iter().map(|&v| v as i64).collect();
-                Tensor::from_slice(&l)
-            }
-            TargetSpec::ClassPerPosition { .. } => {
-                // unscored positions (statespace_data::IGNORE) as PyTorch's ignore_index, -100
-                let l: Vec<i64> = b
-                    .labels
-                    .iter()
-                    .map(|&v| {
-                        if v == statespace_data::IGNORE {
-                            -100
-                        } else {
-                            v as i64
-                        }
-                    })
-                    .collect();
-                Tensor::from_slice(&l).reshape([indices.len() as i64, -1])
-            }
-            TargetSpec::Regression { .. } => {
-                Tensor::from_slice(&b.targets).reshape([indices.len() as i64, -1])
-            }
-        };
-        Ok((PyTensor(x), PyTensor(y), b.lengths.clone()))
+        let (x, y, lengths) = batch_tensors(self.task.as_ref(), &self.batch, indices.len());
+        Ok((PyTensor(x), PyTensor(y), lengths))
     }
+}
+
+/// `(x, y, lengths)` of a filled batch of `n` examples, as `Task.batch` documents.
+fn batch_tensors(
+    task: &dyn statespace_data::SeqTask,
+    b: &statespace_data::Batch,
+    n: usize,
+) -> (Tensor, Tensor, Vec<usize>) {
+    use statespace_data::{InputSpec, TargetSpec};
+    let spec = task.spec();
+
+    let len = if b.len > 0 { b.len } else { spec.len } as i64;
+    let x = match spec.input {
+        InputSpec::Real { channels } => {
+            Tensor::from_slice(&b.real).reshape([-1, channels as i64, len])
+        }
+        InputSpec::Tokens { .. } => {
+            let t: Vec<i64> = b.tokens.iter().map(|&v| v as i64).collect();
+            let seqs = t.len() as i64 / len.max(1);
+            Tensor::from_slice(&t).reshape([seqs, len])
+        }
+    };
+    let y = match spec.target {
+        TargetSpec::Class { .. } => {
+            let l: Vec<i64> = b.labels.iter().map(|&v| v as i64).collect();
+            Tensor::from_slice(&l)
+        }
+        TargetSpec::ClassPerPosition { .. } => {
+            // unscored positions (statespace_data::IGNORE) as PyTorch's ignore_index, -100
+            let l: Vec<i64> = b
+                .labels
+                .iter()
+                .map(|&v| {
+                    if v == statespace_data::IGNORE {
+                        -100
+                    } else {
+                        v as i64
+                    }
+                })
+                .collect();
+            Tensor::from_slice(&l).reshape([n as i64, -1])
+        }
+        TargetSpec::Regression { .. } => Tensor::from_slice(&b.targets).reshape([n as i64, -1]),
+    };
+    (x, y, b.lengths.clone())
 }
 
 /// A run config (the TOML of `statespace train --config`, every table) as the JSON checkpoints keep.
@@ -717,5 +727,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Streamer>()?;
     m.add_class::<Task>()?;
     m.add_function(wrap_pyfunction!(run_config_json, m)?)?;
+    m.add_function(wrap_pyfunction!(train::check_config, m)?)?;
+    m.add_function(wrap_pyfunction!(train::run, m)?)?;
+    m.add_function(wrap_pyfunction!(train::run_cpu, m)?)?;
     Ok(())
 }

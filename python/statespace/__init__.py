@@ -213,7 +213,8 @@ class Model(_Bound):
     #: instead of the O(H·N·L) of one autograd graph through it (the Path-X sizes need this).
     two_phase = True
 
-    def forward(self, x, lengths=None):
+    def forward(self, x, lengths=None, seed=None):
+        """``seed`` (training mode): dropout's seed for this call instead of the call counter's."""
         ref = next(self.parameters())
         kernels = None
         if self.training and self.two_phase and torch.is_grad_enabled():
@@ -222,8 +223,9 @@ class Model(_Bound):
                                          *[self._tensor(n, ref.device, ref.dtype, False) for n in names])
                        for kp, names in self._native.kernel_params()}
         params, buffers = self._tensors(ref.device, ref.dtype)
+        step = self._seed()
         out, new = self._native.forward(params, buffers, x, list(lengths or []), self.training,
-                                        self._seed(), kernels)
+                                        step if seed is None else int(seed), kernels)
         self._store_buffers(new)
         return out
 

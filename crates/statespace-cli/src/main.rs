@@ -8,7 +8,7 @@
 #![allow(rustdoc::invalid_html_tags)]
 
 mod commands;
-mod plot;
+use statespace_train::plot;
 mod ssm_file;
 
 use clap::{Parser, Subcommand};

@@ -209,7 +209,8 @@ impl TorchModel {
     }
 
     /// Replaces the parameter values and buffers by `cpu`'s (same config), keeping the tensors (and
-    /// so an optimizer's references to them).
+    /// so an optimizer's references to them, and a Python module's parameters and buffers that the
+    /// tensors are): copied in place, a buffer of another shape replaced.
     pub fn load_from_cpu<T: Float>(&mut self, cpu: &Model<T>) -> Result<()> {
         tch::no_grad(|| -> Result<()> {
             for p in &cpu.store.params {
@@ -219,10 +220,16 @@ impl TorchModel {
                 let mut t = t.shallow_clone();
                 t.copy_(&src);
             }
+            let new = buffers_of(cpu, self.kind, self.device);
+            for name in &new.names {
+                let src = &new.map[name];
+                match self.buffers.map.get(name) {
+                    Some(t) if t.size() == src.size() => t.shallow_clone().copy_(src),
+                    _ => self.buffers.insert(name.clone(), src.shallow_clone()),
+                }
+            }
             Ok(())
-        })?;
-        self.buffers = buffers_of(cpu, self.kind, self.device);
-        Ok(())
+        })
     }
 
     /// Every parameter's gradient as f64 (zeros where none was accumulated), in the store's order.

@@ -14,6 +14,18 @@ use statespace_data::{Batch, InputSpec, SeqTask, TargetSpec};
 use statespace_train::Engine;
 use tch::{Device, Kind, Tensor};
 
+/// Fault injection for tests of the non-finite policy: makes the first parameter's first gradient
+/// entry NaN (if it has a gradient).
+pub fn poison_gradient(model: &TorchModel) {
+    let name = &model.params.names[0];
+    let g = model.params.map[name].grad();
+    if g.defined() {
+        tch::no_grad(|| {
+            let _ = g.flatten(0, -1).get(0).fill_(f64::NAN);
+        });
+    }
+}
+
 /// Training on libtorch (`--engine torch`).
 #[derive(Debug)]
 pub struct TorchEngine {
@@ -117,13 +129,7 @@ impl Engine for TorchEngine {
     }
 
     fn poison_gradient(&mut self) {
-        let name = &self.model.params.names[0];
-        let g = self.model.params.map[name].grad();
-        if g.defined() {
-            tch::no_grad(|| {
-                let _ = g.flatten(0, -1).get(0).fill_(f64::NAN);
-            });
-        }
+        poison_gradient(&self.model);
     }
 
     fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {

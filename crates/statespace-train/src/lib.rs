@@ -13,6 +13,7 @@ pub mod engine;
 pub mod eval;
 pub mod memory;
 pub mod metrics;
+pub mod plot;
 pub mod run;
 pub mod run_dir;
 pub mod tasks;
@@ -21,6 +22,7 @@ pub use config::{NonFinite, RunConfig, TrainConfig, init_threads};
 pub use engine::{CpuEngine, Engine};
 pub use eval::{TRIM_MULTIPLE, batch_loss, evaluate, evaluate_first, evaluate_with};
 pub use metrics::Score;
+pub use plot::plot_curves;
 pub use run::{
     EngineFactory, Outcome, Progress, RunOptions, Summary, run, run_with, run_with_engine,
 };

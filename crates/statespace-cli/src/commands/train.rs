@@ -1,7 +1,6 @@
 //! `statespace train` and `statespace eval`.
 
 use super::Failure;
-use crate::plot;
 use clap::Args;
 use statespace_train::{self as train, RunConfig};
 use std::path::{Path, PathBuf};
@@ -141,7 +140,7 @@ pub fn execute(
     )
     .map_err(Failure::Input)?;
     if s.outcome != train::Outcome::AlreadyFinished
-        && let Err(e) = plot_curves(dir)
+        && let Err(e) = train::plot_curves(dir)
     {
         eprintln!("warning: {}: {e}", dir.join("curves.png").display());
     }
@@ -289,59 +288,6 @@ pub fn eval(a: &EvalArgs) -> Result<(), Failure> {
             .unwrap_or_default()
     );
     Ok(())
-}
-
-/// Draws `curves.png` from `metrics.jsonl`: training and validation loss against the step in one
-/// panel, validation accuracy (one marker per validation) in a second one for classification.
-pub fn plot_curves(dir: &Path) -> Result<(), String> {
-    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).map_err(|e| e.to_string())?;
-    let (mut loss, mut val_loss, mut val_acc) = (Vec::new(), Vec::new(), Vec::new());
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let step = v["step"].as_f64().unwrap_or(0.0);
-        if let Some(l) = v["loss"].as_f64() {
-            loss.push((step, l));
-        }
-        if let Some(l) = v["val_loss"].as_f64() {
-            val_loss.push((step, l));
-        }
-        if let Some(a) = v["val_acc"].as_f64() {
-            val_acc.push((step, 100.0 * a));
-        }
-    }
-    let mut panels = vec![plot::Panel {
-        x_label: "step",
-        y_label: "loss",
-        series: vec![
-            plot::Series {
-                label: "training loss",
-                points: loss,
-            },
-            plot::Series {
-                label: "validation loss",
-                points: val_loss,
-            },
-        ],
-        markers: false,
-    }];
-    if !val_acc.is_empty() {
-        panels.push(plot::Panel {
-            x_label: "step",
-            y_label: "validation accuracy (%)",
-            series: vec![plot::Series {
-                label: "validation accuracy",
-                points: val_acc,
-            }],
-            markers: true,
-        });
-    }
-    plot::panels_plot(
-        &dir.join("curves.png"),
-        &format!("training curves — {}", dir.display()),
-        &panels,
-    )
 }
 
 #[derive(Args)]

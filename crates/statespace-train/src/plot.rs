@@ -1,5 +1,5 @@
 //! Line plots to PNG (plotters' bitmap backend, encoded by the `png` crate; the DejaVu Sans font is
-//! embedded so plots look the same on every machine).
+//! embedded so plots look the same on every machine): a run's `curves.png` and the CLI's figures.
 
 use plotters::prelude::*;
 use std::path::Path;
@@ -17,16 +17,22 @@ fn register_font() {
 
 /// One curve: a label and its points.
 pub struct Series<'a> {
+    /// The legend entry (empty: none).
     pub label: &'a str,
+    /// `(x, y)` points in drawing order.
     pub points: Vec<(f64, f64)>,
 }
 
 /// One chart of a figure: axis labels, its curves, and whether each point gets a marker (for
 /// series with few points, e.g. one validation per epoch).
 pub struct Panel<'a> {
+    /// The x axis label.
     pub x_label: &'a str,
+    /// The y axis label.
     pub y_label: &'a str,
+    /// The curves.
     pub series: Vec<Series<'a>>,
+    /// A marker at every point.
     pub markers: bool,
 }
 
@@ -199,4 +205,57 @@ fn write_png(path: &Path, rgb: &[u8], w: u32, h: u32) -> Result<(), String> {
             .map_err(|e| format!("{name}: cannot encode the PNG: {e}"))?;
     }
     statespace_core::engine::checkpoint::write_atomic(path, &bytes).map_err(|e| e.to_string())
+}
+
+/// Draws `curves.png` from `metrics.jsonl`: training and validation loss against the step in one
+/// panel, validation accuracy (one marker per validation) in a second one for classification.
+pub fn plot_curves(dir: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).map_err(|e| e.to_string())?;
+    let (mut loss, mut val_loss, mut val_acc) = (Vec::new(), Vec::new(), Vec::new());
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let step = v["step"].as_f64().unwrap_or(0.0);
+        if let Some(l) = v["loss"].as_f64() {
+            loss.push((step, l));
+        }
+        if let Some(l) = v["val_loss"].as_f64() {
+            val_loss.push((step, l));
+        }
+        if let Some(a) = v["val_acc"].as_f64() {
+            val_acc.push((step, 100.0 * a));
+        }
+    }
+    let mut panels = vec![Panel {
+        x_label: "step",
+        y_label: "loss",
+        series: vec![
+            Series {
+                label: "training loss",
+                points: loss,
+            },
+            Series {
+                label: "validation loss",
+                points: val_loss,
+            },
+        ],
+        markers: false,
+    }];
+    if !val_acc.is_empty() {
+        panels.push(Panel {
+            x_label: "step",
+            y_label: "validation accuracy (%)",
+            series: vec![Series {
+                label: "validation accuracy",
+                points: val_acc,
+            }],
+            markers: true,
+        });
+    }
+    panels_plot(
+        &dir.join("curves.png"),
+        &format!("training curves — {}", dir.display()),
+        &panels,
+    )
 }
