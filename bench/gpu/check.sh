@@ -2,7 +2,8 @@
 # The GPU check, run on the device machine (torch 2.11.0+cu130, no Rust) from the repository root
 # with gpu-carry/ from bench/gpu/prepare.sh: the torch engine's parity and run tests on CUDA, the
 # Path-X layer's memory, `statespace bench --engine torch` and the PyTorch peers on the same GPU, and
-# an LRA config (ListOps, generated) trained on the GPU in f32 and bf16. Each step has its own
+# an LRA config (ListOps, generated) trained on the GPU in f32 and bf16 by the CLI and in f32 by
+# `python -m statespace.train` (tokens/s side by side). Each step has its own
 # timeout and log in $OUT (default /tmp/gpu-check); a failing step does not stop the others.
 set -uo pipefail
 out="${OUT:-/tmp/gpu-check}"
@@ -43,4 +44,10 @@ for p in f32 bf16; do
         --limit-steps 300 --out "/tmp/lra-$p" --quiet --engine torch --device cuda --precision "$p"
     cp "/tmp/lra-$p/metrics.jsonl" "$out/lra-listops-$p-metrics.jsonl" 2>/dev/null
 done
+# the same config from Python (python -m statespace.train, DDP-ready loop) on the same GPU
+step wheel 120 "$PY" -m pip install --no-deps --no-index --target /tmp/pyss gpu-carry/statespace-*.whl
+export PYTHONPATH=/tmp/pyss
+step py-listops-f32 300 "$PY" -m statespace.train --config configs/lra/listops-s4d.toml \
+    --data /tmp/listops --set train.max_steps=300 --out /tmp/py-lra-f32 --device cuda
+cp /tmp/py-lra-f32/metrics.jsonl "$out/py-listops-f32-metrics.jsonl" 2>/dev/null
 echo "done; logs in $out" | tee -a "$out/summary.txt"

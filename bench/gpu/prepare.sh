@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds what the GPU check (bench/gpu/check.sh) runs on a machine with a GPU and torch 2.11 but no
-# Rust: the CLI with the torch engine, the torch engine's parity and run tests, the memory example —
+# Rust: the CLI with the torch engine, the torch engine's parity and run tests, the memory example, the
+# Python package's wheel —
 # dev profile (opt-level 3; a release build would compile torch-sys's C++ again), debug info
 # stripped and xz-compressed — into gpu-carry/bin.tar.xz (git-ignored; ≈ 19 MiB of the 64 MiB one
 # device run may take along).
@@ -31,4 +32,6 @@ ls -l "$out"
 # 96 MiB stripped: compressed (≈ 19 MiB) to fit a device run's 64 MiB; check.sh unpacks it
 tar -C gpu-carry -cf - bin | xz -T2 -6 > gpu-carry/bin.tar.xz
 rm -rf "$out"
+# the Python package (abi3 wheel, ≈ 6 MiB; libtorch is the device's own torch's)
+(cd python && maturin build --release --locked --out "$root/gpu-carry")
 du -sh gpu-carry
