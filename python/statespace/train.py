@@ -16,9 +16,15 @@ statespace's (decoupled weight decay, the SSM parameter groups), checkpoints and
 rank 0 in the run-directory format of docs/checkpoint-format.md — so ``statespace train --resume``,
 ``statespace eval`` and ``Model.from_run`` read a run made here, and the other way round.
 
-BatchNorm under DDP: batch statistics are per rank (PyTorch's plain BatchNorm, not SyncBatchNorm), the
-running statistics are rank 0's (DDP broadcasts them before each training forward; evaluation and
-checkpoints use rank 0's).
+K ranks compute what one process computes on the same global batch (to float rounding) when the model
+has no dropout and LayerNorm: dropout masks are drawn per rank (rank 0's are the CLI's), and BatchNorm's
+batch statistics are per rank (PyTorch's plain BatchNorm, not SyncBatchNorm; the running statistics are
+rank 0's: DDP broadcasts them before each training forward, and evaluation and checkpoints use them). A
+resume is exact on the same number of ranks whatever the model; on another number, only as far as the
+above holds.
+
+Ranks other than 0 run the same loop on a private copy of the run directory (``$TMPDIR/statespace-rankR-*``,
+removed at the end; it holds their checkpoints, as large as rank 0's).
 
 Ctrl-C / SIGTERM: every rank stops after the same step and rank 0 writes ``last.safetensors`` (exit 130);
 a rank that dies ends the job (torchrun), and ``--resume`` continues from the last checkpoint. Resuming
@@ -86,9 +92,10 @@ class _Engine:
         self._synced = False
 
     def _rows(self, x, y, lengths, n):
-        """This rank's examples ``r, r+K, …`` (both towers of a pair example)."""
+        """This rank's examples ``r, r+K, …`` (both towers of a pair example), and their lengths."""
         ex = torch.arange(self.rank, n, self.world)
-        rows = torch.stack([2 * ex, 2 * ex + 1], 1).flatten() if x.shape[0] == 2 * n else ex
+        # a pair batch holds every example's first tower, then every second tower
+        rows = torch.cat([ex, ex + n]) if x.shape[0] == 2 * n else ex
         lens = [lengths[i] for i in rows.tolist()] if lengths else []
         return x[rows].to(self.device), y[ex].to(self.device), lens, len(ex)
 
@@ -155,21 +162,27 @@ def _device(arg):
     if d.type == "cuda":
         if d.index is None:
             d = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if not torch.cuda.is_available():
+            raise ValueError("this machine has no CUDA device torch can use")
+        if d.index >= torch.cuda.device_count():
+            raise ValueError(f"cuda:{d.index} does not exist ({torch.cuda.device_count()} CUDA devices)")
         torch.cuda.set_device(d)
+    elif d.type != "cpu":
+        raise ValueError("statespace runs on cpu or cuda[:N]")
     return d
 
 
-def _read(path):
+def _read(path, binary=False):
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, "rb" if binary else "r", **({} if binary else {"encoding": "utf-8"})) as f:
             return f.read()
     except OSError as e:
         raise ValueError(f"{path}: cannot read: {e.strerror}") from None
 
 
-def _plan(args):
-    """Rank 0's view of the run: (config text, its origin, run directory, resume, the files a resumed
-    run's other ranks need)."""
+def _plan(args, world):
+    """Rank 0's view of the run, which every rank then follows: config text, its origin and
+    ``--set`` overrides, run directory, resume, the files a resumed run's other ranks need."""
     if args.resume:
         if args.config or args.out:
             raise ValueError("--resume DIR takes the run's own config.toml and directory: "
@@ -181,8 +194,7 @@ def _plan(args):
         for name in ("last.safetensors", "best.safetensors", "metrics.jsonl"):
             path = os.path.join(out, name)
             if os.path.exists(path):
-                with open(path, "rb") as f:
-                    files[name] = f.read()
+                files[name] = _read(path, binary=True)
         if "last.safetensors" not in files:
             raise ValueError(f"{os.path.join(out, 'last.safetensors')}: no checkpoint to resume from")
     elif args.config:
@@ -194,14 +206,24 @@ def _plan(args):
         files = {}
     else:
         raise ValueError("give --config FILE.toml (a new run) or --resume DIR")
-    _native.check_config(text, origin, args.sets)
-    return dict(text=text, origin=origin, out=out, resume=bool(args.resume), files=files)
+    import tomllib
+
+    batch = tomllib.loads(_native.check_config(text, origin, args.sets))["train"]["batch_size"]
+    if batch < world:
+        raise ValueError(f"{origin}: train.batch_size = {batch} (the global batch) is smaller than the "
+                         f"{world} ranks: every rank needs at least one example")
+    return dict(text=text, origin=origin, sets=list(args.sets), out=out, resume=bool(args.resume),
+                files=files)
 
 
 def main(argv=None):
     args = _parser().parse_args(argv)
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-    device = _device(args.device)
+    try:
+        device = _device(args.device)
+    except (RuntimeError, ValueError) as e:
+        print(f"error: --device {args.device}: {e}", file=sys.stderr)
+        return 2
     rank, world = 0, 1
     if distributed:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -211,7 +233,7 @@ def main(argv=None):
         plan, error = None, None
         if rank == 0:
             try:
-                plan = _plan(args)
+                plan = _plan(args, world)
             except ValueError as e:
                 error = str(e)
         if world > 1:
@@ -245,7 +267,7 @@ def main(argv=None):
         progress = "silent" if args.quiet or rank > 0 else ("bar" if sys.stderr.isatty() else "lines")
         try:
             summary = json.loads(_native.run(
-                plan["text"], plan["origin"], args.sets, out, plan["resume"], engine, args.data,
+                plan["text"], plan["origin"], plan["sets"], out, plan["resume"], engine, args.data,
                 progress, rank == 0, device.type == "cuda"))
         except ValueError as e:
             print(f"error{f' (rank {rank})' if world > 1 else ''}: {e}", file=sys.stderr)

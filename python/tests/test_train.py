@@ -146,6 +146,63 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     print(f"torchrun 2 processes vs 1 process: worst ‖Δ‖/‖p‖ {w:.2e}")
 
 
+PAIR = """
+[task]
+name = "retrieval"
+data_dir = "{data}"
+seq_len = 64
+
+[model]
+kind = "s4d"
+d_model = 8
+n_layers = 1
+d_state = 8
+norm = "layer"
+pool = "mean"
+dropout = 0.0
+
+[train]
+epochs = 2
+batch_size = 8
+log_every = 1
+threads = 1
+lr = 0.004
+weight_decay = 0.0
+"""
+
+
+def aan_files(root, seed=0):
+    """Tiny AAN retrieval files in the LRA format: label, two ids, two documents, tab-separated."""
+    import random
+
+    rnd = random.Random(seed)
+    root.mkdir()
+    for split, n in (("train", 32), ("eval", 8), ("test", 8)):
+        doc = lambda: "".join(rnd.choice("abcdefgh ") for _ in range(rnd.randint(8, 60)))
+        lines = [f"{rnd.randint(0, 1)}\tid{i}a\tid{i}b\t{doc()}\t{doc()}" for i in range(n)]
+        (root / f"new_aan_pairs.{split}.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_torchrun_two_processes_equal_one_on_a_pair_task(tmp_path):
+    # two towers per example (LRA Retrieval): each rank takes both documents of its examples
+    cfg = config(tmp_path, PAIR.format(data=aan_files(tmp_path / "aan")))
+    one, two = tmp_path / "one", tmp_path / "two"
+    train(["--config", cfg, "--out", str(one)])
+    codes, out = launch(2, ["--config", cfg, "--out", str(two)])
+    assert codes == [0], out
+    same_metrics(two, one, 1e-5)
+    w = worst(two / "last.safetensors", one / "last.safetensors", 1e-5)
+    print(f"retrieval (pairs), torchrun 2 processes vs 1 process: worst ‖Δ‖/‖p‖ {w:.2e}")
+
+
+def test_a_global_batch_smaller_than_the_ranks_is_exit_2_on_every_rank(tmp_path):
+    cfg = config(tmp_path)
+    codes, out = launch(2, ["--config", cfg, "--out", str(tmp_path / "r"), "--set", "train.batch_size=1"])
+    assert codes != [0] and "smaller than the 2 ranks" in out[0], out
+    assert "Traceback" not in out[0], out
+
+
 def test_torchrun_two_nodes_on_the_loopback(tmp_path):
     cfg = config(tmp_path)
     one, two = tmp_path / "one", tmp_path / "two"
@@ -209,6 +266,7 @@ def test_a_stop_request_saves_the_step_and_exits_130(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["--config", "/nonexistent/run.toml"], "/nonexistent/run.toml: cannot read"),
+    (["--config", "x.toml", "--device", "bogus"], "--device bogus"),
     (["--resume", "/nonexistent/run"], "/nonexistent/run/config.toml: cannot read"),
     ([], "give --config FILE.toml"),
 ])

@@ -468,9 +468,34 @@ pub fn s5_layer(
     )
 }
 
+/// FLOPs of the S4 (DPLR) kernel of `h` channels, state size `n`, length `len`, rank `r`, as
+/// `crates/statespace-core/src/kernels/s4.rs` computes it: per channel, frequency ω (`len/2 + 1` of
+/// them) and mode (all `n` of the conjugate-completed set), with `P = (r+1)²` Cauchy sums:
+///
+/// ```text
+/// forward   D = 1/(e − gλ): 14,  S_ab += ℓρ·D: 8 per sum                          14 + 8P
+/// backward  D again: 14,  T_ab = Σ conj(D) gS_ab: 8 per sum,  C = Σ gS_ab·w_ab: 8 per sum,
+///           D², conj(D²)·C into g_g, conj(g D²): 19,  Σ conj(g D²)·C: 8              41 + 16P
+/// ```
+/// (a complex multiply-add counts 8, a division 1). Not counted: the per-frequency Woodbury solves
+/// and the FFTs (O(L) per channel, not O(L·N)).
+pub fn s4_kernel_flops(h: usize, n: usize, len: usize, rank: usize) -> (f64, f64) {
+    let p = ((rank + 1) * (rank + 1)) as f64;
+    let points = (h * (len / 2 + 1) * n) as f64;
+    (points * (14.0 + 8.0 * p), points * (41.0 + 16.0 * p))
+}
+
 /// The S4 (DPLR, LegS, rank 1) kernel of `h` channels, state size `n`, length `len`: forward, and
-/// forward + backward (Cauchy kernel + Woodbury at L/2 + 1 frequencies, then an inverse FFT).
-pub fn s4_kernel(h: usize, n: usize, len: usize, threads: usize, secs: f64) -> [Record; 2] {
+/// forward + backward (Cauchy kernel + Woodbury at L/2 + 1 frequencies, then an inverse FFT), with
+/// their FLOP rates ([`s4_kernel_flops`]) as a share of `peak`.
+pub fn s4_kernel(
+    h: usize,
+    n: usize,
+    len: usize,
+    threads: usize,
+    secs: f64,
+    peak: Option<&Peak>,
+) -> [Record; 2] {
     use statespace_core::kernels::s4::{DplrInit, S4Config, S4Kernel, StepMode};
     let mut r = rand::rngs::StdRng::seed_from_u64(6);
     let mut store = ParamStore::<f32>::new();
@@ -490,11 +515,15 @@ pub fn s4_kernel(h: usize, n: usize, len: usize, threads: usize, secs: f64) -> [
     let shape = format!("H={h} N={n} L={len}");
     reset_peak_rss();
     let f = time_it(3, secs, || kern.forward(&store, len, &mut k));
-    let fwd = record("s4_kernel_fwd", shape.clone(), threads, f);
+    let (fwd_flops, bwd_flops) = s4_kernel_flops(h, n, len, 1);
+    let fwd = record("s4_kernel_fwd", shape.clone(), threads, f).with_flops(fwd_flops, peak);
     reset_peak_rss();
     let fb = time_it(3, secs, || {
         kern.forward(&store, len, &mut k);
         kern.backward(&mut store, &dk);
     });
-    [fwd, record("s4_kernel_fwd_bwd", shape, threads, fb)]
+    [
+        fwd,
+        record("s4_kernel_fwd_bwd", shape, threads, fb).with_flops(fwd_flops + bwd_flops, peak),
+    ]
 }

@@ -210,7 +210,7 @@ impl TorchModel {
 
     /// Replaces the parameter values and buffers by `cpu`'s (same config), keeping the tensors (and
     /// so an optimizer's references to them, and a Python module's parameters and buffers that the
-    /// tensors are): copied in place, a buffer of another shape replaced.
+    /// tensors are): copied in place.
     pub fn load_from_cpu<T: Float>(&mut self, cpu: &Model<T>) -> Result<()> {
         tch::no_grad(|| -> Result<()> {
             for p in &cpu.store.params {
@@ -223,10 +223,15 @@ impl TorchModel {
             let new = buffers_of(cpu, self.kind, self.device);
             for name in &new.names {
                 let src = &new.map[name];
-                match self.buffers.map.get(name) {
-                    Some(t) if t.size() == src.size() => t.shallow_clone().copy_(src),
-                    _ => self.buffers.insert(name.clone(), src.shallow_clone()),
+                let t = self.buffers.get(name)?;
+                if t.size() != src.size() {
+                    return Err(Error::Invalid(format!(
+                        "buffer {name}: shape {:?}, the model has {:?}",
+                        src.size(),
+                        t.size()
+                    )));
                 }
+                t.shallow_clone().copy_(src);
             }
             Ok(())
         })

@@ -146,7 +146,7 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     }
     if has("kernel") {
         run_case("S4 (DPLR) kernel H=256 N=64 L=4096", &mut || {
-            bench::s4_kernel(256, 64, 4096, t, a.secs).to_vec()
+            bench::s4_kernel(256, 64, 4096, t, a.secs, Some(&peak)).to_vec()
         });
     }
     if has("fftconv") {

@@ -39,6 +39,17 @@ pub trait Float:
     fn dot(a: &[Self], b: &[Self]) -> Self {
         dot_generic(a, b)
     }
+    /// `[x₀·y₀, x₁·y₁, x₀·y₁, x₁·y₀]`: the real dot products of two complex vectors' parts (f32: the
+    /// SIMD layer's one-pass kernel).
+    #[inline]
+    fn dot4(x: [&[Self]; 2], y: [&[Self]; 2]) -> [Self; 4] {
+        [
+            Self::dot(x[0], y[0]),
+            Self::dot(x[1], y[1]),
+            Self::dot(x[0], y[1]),
+            Self::dot(x[1], y[0]),
+        ]
+    }
     /// `y[o] = bias[o] + Σ_i W[o, i] x[i]`, `W` row-major `[y.len(), x.len()]` (f32: the SIMD layer,
     /// four rows per pass).
     #[inline]
@@ -180,6 +191,10 @@ impl Float for f32 {
     fn dot(a: &[f32], b: &[f32]) -> f32 {
         simd::dot(a, b)
     }
+    #[inline]
+    fn dot4(x: [&[f32]; 2], y: [&[f32]; 2]) -> [f32; 4] {
+        simd::dot4(x, y)
+    }
     const NAME: &'static str = "f32";
     #[inline]
     fn of(x: f64) -> Self {
@@ -313,6 +328,18 @@ mod tests {
                     (got - want).abs() < 1e-5 * n as f64,
                     "{isa} dot n={n}: {got} vs {want}"
                 );
+                let (c, d) = (vals(n, 5), vals(n, 6));
+                let sum = |u: &[f32], v: &[f32]| -> f64 {
+                    u.iter().zip(v).map(|(x, y)| *x as f64 * *y as f64).sum()
+                };
+                let want4 = [sum(&a, &c), sum(&b, &d), sum(&a, &d), sum(&b, &c)];
+                let got4 = simd::dot4_on(isa, [&a, &b], [&c, &d]);
+                for (g, w) in got4.iter().zip(want4) {
+                    assert!(
+                        (*g as f64 - w).abs() < 1e-5 * n as f64,
+                        "{isa} dot4 n={n}: {g} vs {w}"
+                    );
+                }
                 for rows in [1usize, 3, 4, 5, 9] {
                     let w = vals(rows * n, 3);
                     let bias = vals(rows, 4);

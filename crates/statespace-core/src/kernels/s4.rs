@@ -33,6 +33,12 @@
 //!
 //! The kernel runs in `T` (f32 in training: ≤ 1.1e-5 of max|K| against f64 at N = 64, L = 4096 per
 //! the facts sheet; measured in the tests); the frequencies ω are formed in f64.
+//!
+//! Layout (per row = direction × channel): every per-frequency quantity is a structure of arrays over
+//! ω — the Cauchy sums (modes outside, frequencies inside), the Woodbury solves (`r ≤ 2` by Cramer's
+//! rule, branch-free), and in the backward per mode one dot pass per sum and one fused pass (`C`, `g_g`,
+//! `conj(g D²)`) — all compiled for the dispatched instruction set (`simd::with_isa`). The forward
+//! keeps each row's sums `S_ab(ω)` for the backward.
 
 use crate::engine::float::Float;
 use crate::engine::params::{ParamId, ParamKind, ParamStore};
@@ -132,7 +138,13 @@ pub struct S4Kernel<T> {
     pub c_im: ParamId,
     kernel_len: Vec<T>,
     len: usize,
+    /// The Cauchy sums `S_ab(ω)` of every row of the last forward at `kernel_len` (what the backward
+    /// needs: it then skips their recomputation).
+    saved: Vec<SavedSums<T>>,
 }
+
+/// One row's Cauchy sums (per pair, real and imaginary parts over ω).
+type SavedSums<T> = (Vec<Vec<T>>, Vec<Vec<T>>);
 
 type Cx<T> = Complex<T>;
 
@@ -155,6 +167,11 @@ struct Full<T> {
     lr_re: Vec<Vec<T>>,
     lr_im: Vec<Vec<T>>,
 }
+
+/// Frequencies per block of the sweeps (modes inside each block). Measured on the 2-core machine of
+/// the bench (two threads on one core's caches): blocks of 256, whose rows stay in L1 alone, lost
+/// 10 % to the per-block overhead with both threads running, so the blocks are long.
+const BLOCK: usize = 4096;
 
 /// Largest rank of the low-rank term (LegT has 2; the rest 1): the per-frequency Woodbury values
 /// live in fixed arrays, so the frequency loop allocates nothing.
@@ -181,16 +198,6 @@ struct Sweep<T> {
     pi: Vec<T>,
     cr: Vec<T>,
     ci: Vec<T>,
-}
-
-/// Per-frequency intermediate values of the Woodbury kernel (`s` is `(r+1) × (r+1)`, `cap` `r × r`).
-struct Freq<T> {
-    g: Cx<T>,
-    khat: Cx<T>,
-    s: [[Cx<T>; RMAX + 1]; RMAX + 1],
-    cap: [[Cx<T>; RMAX]; RMAX],
-    x: [Cx<T>; RMAX],
-    corr: Cx<T>,
 }
 
 /// Solves `m x = y` for a small dense complex system (`r ≤ RMAX`, partial pivoting); `conj_t` solves
@@ -239,50 +246,53 @@ fn solve_fixed<T: Float>(
     x
 }
 
+/// `m x = y` for `R ≤ 2` by Cramer's rule (`conj_t`: with `mᴴ`), branch-free so the frequency loops
+/// that call it vectorize.
+#[inline(always)]
+fn solve_small<T: Float, const R: usize>(
+    m: &[[Cx<T>; R]; R],
+    y: &[Cx<T>; R],
+    conj_t: bool,
+) -> [Cx<T>; R] {
+    let at = |i: usize, j: usize| if conj_t { m[j][i].conj() } else { m[i][j] };
+    let mut x = *y;
+    if R == 1 {
+        x[0] = y[0] / at(0, 0);
+    } else {
+        let det = at(0, 0) * at(1, 1) - at(0, 1) * at(1, 0);
+        let inv = Cx::new(T::one(), T::zero()) / det;
+        x[0] = (at(1, 1) * y[0] - at(0, 1) * y[1]) * inv;
+        x[1] = (at(0, 0) * y[1] - at(1, 0) * y[0]) * inv;
+    }
+    x
+}
+
 impl<T: Float> Full<T> {
-    /// The Woodbury step at one frequency from its Cauchy sums `s`:
-    /// `K̂ = Δ (S_00 − g S_0r (I + g S_rr)⁻¹ S_r0)`.
-    fn woodbury(&self, g: Cx<T>, s: [[Cx<T>; RMAX + 1]; RMAX + 1]) -> Freq<T> {
-        let one = Cx::new(T::one(), T::zero());
-        let zero = Cx::new(T::zero(), T::zero());
-        let r = self.right.len() - 1;
-        let mut cap = [[zero; RMAX]; RMAX];
-        let mut spb = [zero; RMAX];
-        for i in 0..r {
-            for j in 0..r {
-                let e = if i == j { one } else { zero };
-                cap[i][j] = e + g * s[i + 1][j + 1];
-            }
-            spb[i] = s[i + 1][0];
+    /// Fills `sw` with `e = 1 − ω`, `g = (Δ/2)(1 + ω)` at every frequency and (`sums`) the Cauchy
+    /// sums `S_ab(ω) = Σ_n ℓ_a,n ρ_b,n D_n(ω)`: modes outside, frequencies inside (plain vector
+    /// loops, no reductions).
+    #[inline(always)]
+    fn cauchy_all(&self, omegas: &[C64], sw: &mut Sweep<T>, sums: bool) {
+        let half = self.dt / T::of(2.0);
+        for v in [&mut sw.er, &mut sw.ei, &mut sw.gr, &mut sw.gi] {
+            v.clear();
         }
-        let x = solve_fixed(&cap, &spb, r, false);
-        let corr = (0..r).fold(zero, |acc, j| acc + s[0][j + 1] * x[j]);
-        let khat = (s[0][0] - g * corr) * self.dt;
-        Freq {
-            g,
-            khat,
-            s,
-            cap,
-            x,
-            corr,
+        for w in omegas {
+            sw.er.push(T::of(1.0 - w.re));
+            sw.ei.push(T::of(-w.im));
+            sw.gr.push(half * T::of(1.0 + w.re));
+            sw.gi.push(half * T::of(w.im));
+        }
+        if sums {
+            self.cauchy_sums(sw);
         }
     }
 
-    /// Fills `sw` with `e = 1 − ω`, `g = (Δ/2)(1 + ω)` at every frequency and the Cauchy sums
-    /// `S_ab(ω) = Σ_n ℓ_a,n ρ_b,n D_n(ω)`: modes outside, frequencies inside (plain vector loops, no
-    /// reductions).
+    /// The Cauchy sums `S_ab(ω)` at the frequencies of the last [`Full::cauchy_all`], into `sw.sr`,
+    /// `sw.si`.
     #[inline(always)]
-    fn cauchy_all(&self, omegas: &[C64], sw: &mut Sweep<T>) {
-        let nw = omegas.len();
-        let half = self.dt / T::of(2.0);
-        let set = |v: &mut Vec<T>, f: &dyn Fn(&C64) -> T| {
-            v.clear();
-            v.extend(omegas.iter().map(f));
-        };
-        set(&mut sw.er, &|w| T::of(1.0 - w.re));
-        set(&mut sw.ei, &|w| T::of(-w.im));
-        set(&mut sw.gr, &|w| half * T::of(1.0 + w.re));
-        set(&mut sw.gi, &|w| half * T::of(w.im));
+    fn cauchy_sums(&self, sw: &mut Sweep<T>) {
+        let nw = sw.er.len();
         let pairs = self.lr_re.len();
         sw.sr.resize_with(pairs, Vec::new);
         sw.si.resize_with(pairs, Vec::new);
@@ -290,36 +300,41 @@ impl<T: Float> Full<T> {
             v.clear();
             v.resize(nw, T::zero());
         }
-        for n in 0..self.lam.len() {
-            self.d_row(n, sw);
-            let Sweep { dr, di, sr, si, .. } = sw;
-            for k in 0..pairs {
-                let (lr, li) = (self.lr_re[k][n], self.lr_im[k][n]);
-                for ((a, b), (x, y)) in sr[k]
-                    .iter_mut()
-                    .zip(si[k].iter_mut())
-                    .zip(dr.iter().zip(di.iter()))
-                {
-                    *a += lr * *x - li * *y;
-                    *b += lr * *y + li * *x;
+        // ω in blocks that stay in L1, the modes inside each block
+        for b0 in (0..nw).step_by(BLOCK) {
+            let b1 = (b0 + BLOCK).min(nw);
+            for n in 0..self.lam.len() {
+                self.d_block(n, sw, b0, b1);
+                let Sweep { dr, di, sr, si, .. } = &mut *sw;
+                let (dr, di) = (&dr[..b1 - b0], &di[..b1 - b0]);
+                for k in 0..pairs {
+                    let (lr, li) = (self.lr_re[k][n], self.lr_im[k][n]);
+                    for ((a, b), (x, y)) in sr[k][b0..b1]
+                        .iter_mut()
+                        .zip(si[k][b0..b1].iter_mut())
+                        .zip(dr.iter().zip(di.iter()))
+                    {
+                        *a += lr * *x - li * *y;
+                        *b += lr * *y + li * *x;
+                    }
                 }
             }
         }
     }
 
-    /// `D_n(ω) = 1/(e(ω) − g(ω) λ_n)` at every frequency, into `sw.dr`, `sw.di`.
+    /// `D_n(ω) = 1/(e(ω) − g(ω) λ_n)` at the frequencies `b0..b1`, into `sw.dr`, `sw.di` (from 0),
+    /// and `p = conj(g D²)` into `sw.pr`, `sw.pi` (the backward's).
     #[inline(always)]
-    fn d_row(&self, n: usize, sw: &mut Sweep<T>) {
+    fn d_block(&self, n: usize, sw: &mut Sweep<T>, b0: usize, b1: usize) {
         let (lr, li) = (self.lam_re[n], self.lam_im[n]);
-        let nw = sw.er.len();
-        sw.dr.resize(nw, T::zero());
-        sw.di.resize(nw, T::zero());
-        for (((dr, di), (er, ei)), (gr, gi)) in sw
-            .dr
+        let len = b1 - b0;
+        sw.dr.resize(len.max(sw.dr.len()), T::zero());
+        sw.di.resize(len.max(sw.di.len()), T::zero());
+        for (((dr, di), (er, ei)), (gr, gi)) in sw.dr[..len]
             .iter_mut()
-            .zip(sw.di.iter_mut())
-            .zip(sw.er.iter().zip(&sw.ei))
-            .zip(sw.gr.iter().zip(&sw.gi))
+            .zip(sw.di[..len].iter_mut())
+            .zip(sw.er[b0..b1].iter().zip(&sw.ei[b0..b1]))
+            .zip(sw.gr[b0..b1].iter().zip(&sw.gi[b0..b1]))
         {
             let den_r = *er - (*gr * lr - *gi * li);
             let den_i = *ei - (*gr * li + *gi * lr);
@@ -328,15 +343,178 @@ impl<T: Float> Full<T> {
         }
     }
 
-    /// `S` at frequency index `k` of the last [`Full::cauchy_all`].
-    fn s_at(&self, sw: &Sweep<T>, k: usize) -> [[Cx<T>; RMAX + 1]; RMAX + 1] {
-        let nr = self.right.len();
-        let zero = Cx::new(T::zero(), T::zero());
-        let mut s = [[zero; RMAX + 1]; RMAX + 1];
-        for (p, (a, b)) in sw.sr.iter().zip(&sw.si).enumerate() {
-            s[p / nr][p % nr] = Cx::new(a[k], b[k]);
+    /// One pass over the frequencies `b0..b1` for mode `n` (after [`Full::d_block`], `P` pairs): the
+    /// combination `C = Σ_ab gS_ab conj(λ_n ℓ_a,n ρ_b,n)` into `sw.cr`, `sw.ci`, `p = conj(g D²)` into
+    /// `sw.pr`, `sw.pi` (from 0), and `g_g += conj(D²)·C` in place.
+    #[inline(always)]
+    fn mode_pass<const P: usize>(&self, n: usize, sw: &mut Sweep<T>, b0: usize, b1: usize) {
+        let len = b1 - b0;
+        let lam = self.lam[n];
+        let mut wr = [T::zero(); P];
+        let mut wi = [T::zero(); P];
+        for p in 0..P {
+            let w = (lam * Cx::new(self.lr_re[p][n], self.lr_im[p][n])).conj();
+            (wr[p], wi[p]) = (w.re, w.im);
         }
-        s
+        for v in [&mut sw.pr, &mut sw.pi, &mut sw.cr, &mut sw.ci] {
+            v.resize(len.max(v.len()), T::zero());
+        }
+        let Sweep {
+            dr,
+            di,
+            gr,
+            gi,
+            gsr,
+            gsi,
+            ggr,
+            ggi,
+            pr,
+            pi,
+            cr,
+            ci,
+            ..
+        } = sw;
+        let gs: [(&[T], &[T]); P] = std::array::from_fn(|p| (&gsr[p][b0..b1], &gsi[p][b0..b1]));
+        let (dr, di, gr, gi) = (&dr[..len], &di[..len], &gr[b0..b1], &gi[b0..b1]);
+        let (ggr, ggi) = (&mut ggr[b0..b1], &mut ggi[b0..b1]);
+        let (pr, pi, cr, ci) = (
+            &mut pr[..len],
+            &mut pi[..len],
+            &mut cr[..len],
+            &mut ci[..len],
+        );
+        for k in 0..len {
+            let (mut u, mut v) = (T::zero(), T::zero());
+            for p in 0..P {
+                let (x, y) = (gs[p].0[k], gs[p].1[k]);
+                u += x * wr[p] - y * wi[p];
+                v += x * wi[p] + y * wr[p];
+            }
+            let (x, y) = (dr[k], di[k]);
+            let (qr, qi) = (x * x - y * y, (x + x) * y);
+            // conj(q)·C = (qr − i qi)(u + i v)
+            ggr[k] += qr * u + qi * v;
+            ggi[k] += qr * v - qi * u;
+            (cr[k], ci[k]) = (u, v);
+            let (g_r, g_i) = (gr[k], gi[k]);
+            (pr[k], pi[k]) = (g_r * qr - g_i * qi, -(g_r * qi + g_i * qr));
+        }
+    }
+
+    /// The Woodbury step at every frequency of the last [`Full::cauchy_all`] (structure of arrays
+    /// over ω, `R` = rank): `K̂ = Δ (S_00 − g S_0r (I + g S_rr)⁻¹ S_r0)` into `kr`, `ki`.
+    #[inline(always)]
+    fn woodbury_all<const R: usize>(&self, sw: &Sweep<T>, kr: &mut [T], ki: &mut [T]) {
+        let nr = R + 1;
+        let nw = sw.gr.len();
+        let one = Cx::new(T::one(), T::zero());
+        let zero = Cx::new(T::zero(), T::zero());
+        let (sr, si) = (&sw.sr, &sw.si);
+        let (gr, gi) = (&sw.gr[..nw], &sw.gi[..nw]);
+        let (kr, ki) = (&mut kr[..nw], &mut ki[..nw]);
+        let s = |a: usize, b: usize, k: usize| {
+            Cx::new(sr[a * nr + b][..nw][k], si[a * nr + b][..nw][k])
+        };
+        for k in 0..nw {
+            let g = Cx::new(gr[k], gi[k]);
+            let mut cap = [[zero; R]; R];
+            let mut spb = [zero; R];
+            for i in 0..R {
+                for j in 0..R {
+                    cap[i][j] = g * s(i + 1, j + 1, k);
+                }
+                cap[i][i] += one;
+                spb[i] = s(i + 1, 0, k);
+            }
+            let x = solve_small(&cap, &spb, false);
+            let mut corr = zero;
+            for j in 0..R {
+                corr += s(0, j + 1, k) * x[j];
+            }
+            let khat = (s(0, 0, k) - g * corr) * self.dt;
+            (kr[k], ki[k]) = (khat.re, khat.im);
+        }
+    }
+
+    /// The Woodbury part of the backward at every frequency (`gks` = ∂ℒ/∂K̂): fills `sw.gsr`/`gsi`
+    /// (∂ℒ/∂S_ab) and `sw.ggr`/`ggi` (∂ℒ/∂g, this part), returns this part of ∂ℒ/∂Δ.
+    #[inline(always)]
+    fn woodbury_backward_all<const R: usize>(
+        &self,
+        gks_re: &[T],
+        gks_im: &[T],
+        sw: &mut Sweep<T>,
+    ) -> f64 {
+        let nr = R + 1;
+        let nw = sw.gr.len();
+        let one = Cx::new(T::one(), T::zero());
+        let zero = Cx::new(T::zero(), T::zero());
+        let dt = self.dt;
+        let inv_dt = T::one() / dt;
+        let Sweep {
+            gr,
+            gi,
+            sr,
+            si,
+            gsr,
+            gsi,
+            ggr,
+            ggi,
+            pr,
+            ..
+        } = sw;
+        let (gr, gi) = (&gr[..nw], &gi[..nw]);
+        let (gks_re, gks_im) = (&gks_re[..nw], &gks_im[..nw]);
+        let (ggr, ggi) = (&mut ggr[..nw], &mut ggi[..nw]);
+        // per-frequency terms of ∂ℒ/∂Δ, summed after the loop
+        pr.clear();
+        pr.resize(nw, T::zero());
+        let ddt = &mut pr[..nw];
+        for k in 0..nw {
+            let s = |a: usize, b: usize| Cx::new(sr[a * nr + b][k], si[a * nr + b][k]);
+            let g = Cx::new(gr[k], gi[k]);
+            let gk = Cx::new(gks_re[k], gks_im[k]);
+            let mut cap = [[zero; R]; R];
+            let mut spb = [zero; R];
+            for i in 0..R {
+                for j in 0..R {
+                    cap[i][j] = g * s(i + 1, j + 1);
+                }
+                cap[i][i] += one;
+                spb[i] = s(i + 1, 0);
+            }
+            let x = solve_small(&cap, &spb, false);
+            let mut corr = zero;
+            for j in 0..R {
+                corr += s(0, j + 1) * x[j];
+            }
+            let khat = (s(0, 0) - g * corr) * dt;
+            // K̂ = Δ (S_00 − g·corr)
+            ddt[k] = (gk.conj() * khat * inv_dt).re;
+            let put = |gsr: &mut Vec<Vec<T>>, gsi: &mut Vec<Vec<T>>, p: usize, v: Cx<T>| {
+                gsr[p][k] = v.re;
+                gsi[p][k] = v.im;
+            };
+            put(gsr, gsi, 0, gk * dt);
+            let g_corr = -(g.conj() * gk) * dt;
+            let mut g_g = -(corr.conj() * gk) * dt;
+            let mut gx = [zero; R];
+            for j in 0..R {
+                put(gsr, gsi, j + 1, x[j].conj() * g_corr);
+                gx[j] = s(0, j + 1).conj() * g_corr;
+            }
+            let y = solve_small(&cap, &gx, true);
+            for i in 0..R {
+                put(gsr, gsi, (i + 1) * nr, y[i]);
+                for j in 0..R {
+                    let g_cap = -(y[i] * x[j].conj());
+                    put(gsr, gsi, (i + 1) * nr + j + 1, g.conj() * g_cap);
+                    g_g += s(i + 1, j + 1).conj() * g_cap;
+                }
+            }
+            (ggr[k], ggi[k]) = (g_g.re, g_g.im);
+        }
+        ddt.iter().map(|v| v.f64()).sum()
     }
 }
 
@@ -346,10 +524,9 @@ struct FullGrad<T> {
     lam: Vec<Cx<T>>,
     left: Vec<Vec<Cx<T>>>,
     right: Vec<Vec<Cx<T>>>,
-    /// Over the frequencies, per pair a·nr + b: `T_ab,n = Σ_ω conj(D_n) gS_ab`, `U_ab,n = Σ_ω conj(g D_n²) gS_ab`
-    /// (the mode gradients are these times ℓ, ρ, fixed across ω: combined once in [`Full::finish_grad`]).
+    /// Over the frequencies, per pair a·nr + b: `T_ab,n = Σ_ω conj(D_n) gS_ab` (the ℓ and ρ gradients
+    /// are these times ρ, ℓ, fixed across ω: combined once in [`Full::finish_grad`]).
     t: Vec<Vec<Cx<T>>>,
-    u: Vec<Vec<Cx<T>>>,
 }
 
 impl<T: Float> Full<T> {
@@ -357,8 +534,9 @@ impl<T: Float> Full<T> {
     /// then per mode n with vector loops over ω:
     ///
     /// ```text
-    /// T_ab,n = Σ_ω conj(D_n) gS_ab,   U_ab,n = Σ_ω conj(g D_n²) gS_ab          (dot products over ω)
-    /// g_g(ω) += conj(D_n²(ω)) Σ_ab gS_ab(ω) conj(λ_n ℓ_a,n ρ_b,n)               (elementwise over ω)
+    /// T_ab,n = Σ_ω conj(D_n) gS_ab                                            (dot products over ω)
+    /// C_n(ω) = Σ_ab gS_ab(ω) conj(λ_n ℓ_a,n ρ_b,n),  g_g(ω) += conj(D_n²(ω)) C_n(ω)   (elementwise)
+    /// g_λn = Σ_ab conj(ℓ_a,n ρ_b,n) Σ_ω conj(g D_n²) gS_ab = Σ_ω conj(g D_n²) C_n / conj(λ_n)
     /// ∂ℒ/∂Δ += Σ_ω Re(conj(g_g) (1 + ω)/2)
     /// ```
     #[inline(always)]
@@ -370,13 +548,12 @@ impl<T: Float> Full<T> {
         out: &mut FullGrad<T>,
     ) {
         let one = Cx::new(T::one(), T::zero());
-        let zero = Cx::new(T::zero(), T::zero());
-        let dt = self.dt;
-        let nr = self.right.len();
-        let r = nr - 1;
+        let r = self.right.len() - 1;
         let pairs = self.lr_re.len();
         let nw = omegas.len();
-        self.cauchy_all(omegas, sw);
+        // the forward's sums if it kept them (`sw.sr`, `sw.si` filled by the caller)
+        let have = sw.sr.len() == pairs && sw.sr.iter().all(|v| v.len() == nw);
+        self.cauchy_all(omegas, sw, !have);
         sw.gsr.resize_with(pairs, Vec::new);
         sw.gsi.resize_with(pairs, Vec::new);
         for v in sw.gsr.iter_mut().chain(sw.gsi.iter_mut()) {
@@ -387,108 +564,43 @@ impl<T: Float> Full<T> {
         sw.ggr.resize(nw, T::zero());
         sw.ggi.clear();
         sw.ggi.resize(nw, T::zero());
-        // the Woodbury part, frequency by frequency
-        for (k, &gk) in gks.iter().enumerate() {
-            let f = self.woodbury(Cx::new(sw.gr[k], sw.gi[k]), self.s_at(sw, k));
-            // K̂ = Δ (S_00 − g·corr)
-            out.dt += (gk.conj() * f.khat / dt).re.f64();
-            let mut gs = [[zero; RMAX + 1]; RMAX + 1];
-            gs[0][0] = gk * dt;
-            let g_corr = -(f.g.conj() * gk) * dt;
-            let mut g_g = -(f.corr.conj() * gk) * dt;
-            if r > 0 {
-                for j in 0..r {
-                    gs[0][j + 1] = f.x[j].conj() * g_corr;
-                }
-                let mut gx = [zero; RMAX];
-                for j in 0..r {
-                    gx[j] = f.s[0][j + 1].conj() * g_corr;
-                }
-                let y = solve_fixed(&f.cap, &gx, r, true);
-                for i in 0..r {
-                    gs[i + 1][0] = y[i];
-                    for j in 0..r {
-                        let g_cap = -(y[i] * f.x[j].conj());
-                        gs[i + 1][j + 1] = f.g.conj() * g_cap;
-                        g_g += f.s[i + 1][j + 1].conj() * g_cap;
+        // the Woodbury part, all frequencies at once
+        let (gre, gim): (Vec<T>, Vec<T>) = gks.iter().map(|z| (z.re, z.im)).unzip();
+        out.dt += match r {
+            1 => self.woodbury_backward_all::<1>(&gre, &gim, sw),
+            2 => self.woodbury_backward_all::<2>(&gre, &gim, sw),
+            _ => unreachable!("S4 ranks are 1 or 2"),
+        };
+        // the mode part: ω in blocks that stay in L1, the modes inside each block
+        for b0 in (0..nw).step_by(BLOCK) {
+            let b1 = (b0 + BLOCK).min(nw);
+            let len = b1 - b0;
+            for n in 0..self.lam.len() {
+                self.d_block(n, sw, b0, b1);
+                {
+                    let Sweep {
+                        dr, di, gsr, gsi, ..
+                    } = &*sw;
+                    let (dr, di) = (&dr[..len], &di[..len]);
+                    for p in 0..pairs {
+                        // T = Σ conj(D) gS
+                        let d = T::dot4([dr, di], [&gsr[p][b0..b1], &gsi[p][b0..b1]]);
+                        out.t[p][n] += Cx::new(d[0] + d[1], d[2] - d[3]);
                     }
                 }
-            }
-            for p in 0..pairs {
-                let v = gs[p / nr][p % nr];
-                (sw.gsr[p][k], sw.gsi[p][k]) = (v.re, v.im);
-            }
-            (sw.ggr[k], sw.ggi[k]) = (g_g.re, g_g.im);
-        }
-        // the mode part, mode by mode
-        for n in 0..self.lam.len() {
-            self.d_row(n, sw);
-            let Sweep {
-                dr,
-                di,
-                gr,
-                gi,
-                gsr,
-                gsi,
-                ggr,
-                ggi,
-                pr,
-                pi,
-                cr,
-                ci,
-                ..
-            } = &mut *sw;
-            // p = conj(g D²)
-            pr.resize(nw, T::zero());
-            pi.resize(nw, T::zero());
-            for ((((a, b), (x, y)), gre), gim) in pr
-                .iter_mut()
-                .zip(pi.iter_mut())
-                .zip(dr.iter().zip(di.iter()))
-                .zip(gr.iter())
-                .zip(gi.iter())
-            {
-                let (qr, qi) = (*x * *x - *y * *y, (*x + *x) * *y);
-                (*a, *b) = (*gre * qr - *gim * qi, -(*gre * qi + *gim * qr));
-            }
-            cr.clear();
-            cr.resize(nw, T::zero());
-            ci.clear();
-            ci.resize(nw, T::zero());
-            let lam = self.lam[n];
-            for p in 0..pairs {
-                let (g_r, g_i) = (&gsr[p], &gsi[p]);
-                // T = Σ conj(D) gS,  U = Σ p gS
-                out.t[p][n] += Cx::new(
-                    T::dot(dr, g_r) + T::dot(di, g_i),
-                    T::dot(dr, g_i) - T::dot(di, g_r),
-                );
-                out.u[p][n] += Cx::new(
-                    T::dot(pr, g_r) - T::dot(pi, g_i),
-                    T::dot(pr, g_i) + T::dot(pi, g_r),
-                );
-                // C(ω) += gS_ab(ω)·conj(λ_n ℓ_a,n ρ_b,n)
-                let c = (lam * Cx::new(self.lr_re[p][n], self.lr_im[p][n])).conj();
-                for ((a, b), (x, y)) in cr
-                    .iter_mut()
-                    .zip(ci.iter_mut())
-                    .zip(g_r.iter().zip(g_i.iter()))
-                {
-                    *a += *x * c.re - *y * c.im;
-                    *b += *x * c.im + *y * c.re;
+                let lam = self.lam[n];
+                // C = Σ_ab gS_ab conj(λ_n ℓ_a,n ρ_b,n), g_g += conj(D²) C, p = conj(g D²): one pass
+                match pairs {
+                    4 => self.mode_pass::<4>(n, sw, b0, b1),
+                    9 => self.mode_pass::<9>(n, sw, b0, b1),
+                    _ => unreachable!("S4 ranks are 1 or 2"),
                 }
-            }
-            // g_g += conj(D²)·C
-            for (((a, b), (x, y)), (u, v)) in ggr
-                .iter_mut()
-                .zip(ggi.iter_mut())
-                .zip(dr.iter().zip(di.iter()))
-                .zip(cr.iter().zip(ci.iter()))
-            {
-                let (qr, qi) = (*x * *x - *y * *y, (*x + *x) * *y);
-                // conj(q)·C = (qr − i qi)(u + i v)
-                *a += qr * *u + qi * *v;
-                *b += qr * *v - qi * *u;
+                // g_λ = Σ_ab conj(ℓ_a ρ_b) Σ_ω p gS_ab = Σ_ω p C / conj(λ_n)
+                let d = T::dot4(
+                    [&sw.pr[..len], &sw.pi[..len]],
+                    [&sw.cr[..len], &sw.ci[..len]],
+                );
+                out.lam[n] += Cx::new(d[0] - d[1], d[2] + d[3]) / lam.conj();
             }
         }
         // g = (Δ/2)(1 + ω)
@@ -504,10 +616,9 @@ impl<T: Float> Full<T> {
         for a in 0..nl {
             for b in 0..nr {
                 let k = a * nr + b;
-                for (i, (t, u)) in out.t[k].iter().zip(&out.u[k]).enumerate() {
+                for (i, t) in out.t[k].iter().enumerate() {
                     out.left[a][i] += self.right[b][i].conj() * *t;
                     out.right[b][i] += self.left[a][i].conj() * *t;
-                    out.lam[i] += (self.left[a][i] * self.right[b][i]).conj() * *u;
                 }
             }
         }
@@ -609,6 +720,7 @@ impl<T: Float> S4Kernel<T> {
             c_im,
             kernel_len: vec![T::zero()],
             len: 0,
+            saved: Vec::new(),
         })
     }
 
@@ -751,7 +863,7 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
         let (lk, extend) = if len > kl { (len, true) } else { (kl, false) };
         let omegas = Self::omegas(lk);
         let plan = RealFftPlanner::<T>::new().plan_fft_inverse(lk); // planned once, shared by the rows
-        let rows: Vec<Vec<T>> = (0..dirs * h)
+        let rows: Vec<(Vec<T>, Option<SavedSums<T>>)> = (0..dirs * h)
             .into_par_iter()
             .map(|row| {
                 let (d, hh) = (row / h, row % h);
@@ -765,15 +877,22 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
                 });
                 let full = self.full(store, d, hh, ct.as_deref());
                 let mut sw = Sweep::default();
-                crate::engine::simd::with_isa(|| full.cauchy_all(&omegas, &mut sw));
-                let mut spec: Vec<Cx<T>> = omegas
-                    .iter()
-                    .enumerate()
-                    .map(|(k, _)| {
-                        let g = Cx::new(sw.gr[k], sw.gi[k]);
-                        full.woodbury(g, full.s_at(&sw, k)).khat
-                    })
-                    .collect();
+                crate::engine::simd::with_isa(
+                    #[inline(always)]
+                    || full.cauchy_all(&omegas, &mut sw, true),
+                );
+                let nw = omegas.len();
+                let (mut kr, mut ki) = (vec![T::zero(); nw], vec![T::zero(); nw]);
+                crate::engine::simd::with_isa(
+                    #[inline(always)]
+                    || match full.right.len() - 1 {
+                        1 => full.woodbury_all::<1>(&sw, &mut kr, &mut ki),
+                        2 => full.woodbury_all::<2>(&sw, &mut kr, &mut ki),
+                        _ => unreachable!("S4 ranks are 1 or 2"),
+                    },
+                );
+                let mut spec: Vec<Cx<T>> =
+                    kr.iter().zip(&ki).map(|(&a, &b)| Cx::new(a, b)).collect();
                 spec[0].im = T::zero();
                 if lk.is_multiple_of(2) {
                     let last = spec.len() - 1;
@@ -785,13 +904,20 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
                 let scale = T::one() / T::of(lk as f64);
                 out.truncate(len);
                 out.iter_mut().for_each(|v| *v *= scale);
-                out
+                // the backward runs at kernel_len only: the sums of a longer kernel are not kept
+                let keep =
+                    (!extend).then(|| (std::mem::take(&mut sw.sr), std::mem::take(&mut sw.si)));
+                (out, keep)
             })
             .collect();
         k.clear();
         k.reserve(dirs * h * len);
-        for r in rows {
+        self.saved.clear();
+        for (r, keep) in rows {
             k.extend_from_slice(&r);
+            if let Some(kp) = keep {
+                self.saved.push(kp);
+            }
         }
     }
 
@@ -807,9 +933,12 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
         let r = self.rank;
         let omegas = Self::omegas(kl);
         let plan = RealFftPlanner::<T>::new().plan_fft_forward(kl); // planned once, shared by the rows
-        let grads: Vec<FullGrad<T>> = (0..dirs * h)
+        let mut saved = std::mem::take(&mut self.saved);
+        saved.resize_with(dirs * h, Default::default);
+        let grads: Vec<FullGrad<T>> = saved
             .into_par_iter()
-            .map(|row| {
+            .enumerate()
+            .map(|(row, (sr, si))| {
                 let (d, hh) = (row / h, row % h);
                 let full = self.full(store, d, hh, None);
                 // g_K̂ = (c_k / L)·rfft(dK)
@@ -825,7 +954,6 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
                     left: vec![vec![zero; n]; r + 1],
                     right: vec![vec![zero; n]; r + 1],
                     t: vec![vec![zero; n]; (r + 1) * (r + 1)],
-                    u: vec![vec![zero; n]; (r + 1) * (r + 1)],
                 };
                 let last = spec.len() - 1;
                 let gks: Vec<Cx<T>> = (0..omegas.len())
@@ -839,10 +967,15 @@ impl<T: Float> SequenceKernel<T> for S4Kernel<T> {
                         gk
                     })
                     .collect();
-                let mut sw = Sweep::default();
-                crate::engine::simd::with_isa(|| {
-                    full.backward_sweep(&omegas, &gks, &mut sw, &mut out)
-                });
+                let mut sw = Sweep {
+                    sr,
+                    si,
+                    ..Sweep::default()
+                };
+                crate::engine::simd::with_isa(
+                    #[inline(always)]
+                    || full.backward_sweep(&omegas, &gks, &mut sw, &mut out),
+                );
                 full.finish_grad(&mut out);
                 out
             })

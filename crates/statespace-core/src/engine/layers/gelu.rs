@@ -25,11 +25,14 @@ impl<T: Float> Gelu<T> {
         y.par_chunks_mut(4096)
             .zip(x.par_chunks(4096))
             .for_each(|(yc, xc)| {
-                crate::engine::simd::with_isa(|| {
-                    for (yv, &xv) in yc.iter_mut().zip(xc) {
-                        *yv = half * xv * (T::one() + (xv * r2).erf());
-                    }
-                })
+                crate::engine::simd::with_isa(
+                    #[inline(always)]
+                    || {
+                        for (yv, &xv) in yc.iter_mut().zip(xc) {
+                            *yv = half * xv * (T::one() + (xv * r2).erf());
+                        }
+                    },
+                )
             });
     }
 
@@ -42,23 +45,29 @@ impl<T: Float> Gelu<T> {
             .zip(dy.par_chunks(4096))
             .zip(x.par_chunks(4096))
             .for_each(|((dxc, dyc), xc)| {
-                crate::engine::simd::with_isa(|| {
-                    for ((d, &g), &x) in dxc.iter_mut().zip(dyc).zip(xc) {
-                        let cdf = half * (T::one() + (x * r2).erf());
-                        let pdf = inv_sqrt_2pi * (-half * x * x).fast_exp();
-                        *d = g * (cdf + x * pdf);
-                    }
-                })
+                crate::engine::simd::with_isa(
+                    #[inline(always)]
+                    || {
+                        for ((d, &g), &x) in dxc.iter_mut().zip(dyc).zip(xc) {
+                            let cdf = half * (T::one() + (x * r2).erf());
+                            let pdf = inv_sqrt_2pi * (-half * x * x).fast_exp();
+                            *d = g * (cdf + x * pdf);
+                        }
+                    },
+                )
             });
     }
 
     /// `x ← x Φ(x)` in place on a few values (recurrent steps: no threads, nothing kept).
     pub fn step(&self, x: &mut [T]) {
         let (half, r2) = (T::of(0.5), T::of(std::f64::consts::FRAC_1_SQRT_2));
-        crate::engine::simd::with_isa(|| {
-            for v in x.iter_mut() {
-                *v = half * *v * (T::one() + (*v * r2).erf());
-            }
-        })
+        crate::engine::simd::with_isa(
+            #[inline(always)]
+            || {
+                for v in x.iter_mut() {
+                    *v = half * *v * (T::one() + (*v * r2).erf());
+                }
+            },
+        )
     }
 }

@@ -33,11 +33,14 @@ impl<T: Float> Glu<T> {
             .zip(x.par_chunks(2 * c * len))
             .for_each(|(yb, xb)| {
                 let (a, g) = xb.split_at(c * len);
-                crate::engine::simd::with_isa(|| {
-                    for ((yv, &av), &gv) in yb.iter_mut().zip(a).zip(g) {
-                        *yv = av * sigmoid(gv);
-                    }
-                })
+                crate::engine::simd::with_isa(
+                    #[inline(always)]
+                    || {
+                        for ((yv, &av), &gv) in yb.iter_mut().zip(a).zip(g) {
+                            *yv = av * sigmoid(gv);
+                        }
+                    },
+                )
             });
     }
 
@@ -51,25 +54,31 @@ impl<T: Float> Glu<T> {
             .for_each(|((dxb, dyb), xb)| {
                 let (a, g) = xb.split_at(c * len);
                 let (da, dg) = dxb.split_at_mut(c * len);
-                crate::engine::simd::with_isa(|| {
-                    for i in 0..c * len {
-                        let s = sigmoid(g[i]);
-                        da[i] = dyb[i] * s;
-                        dg[i] = dyb[i] * a[i] * s * (T::one() - s);
-                    }
-                })
+                crate::engine::simd::with_isa(
+                    #[inline(always)]
+                    || {
+                        for i in 0..c * len {
+                            let s = sigmoid(g[i]);
+                            da[i] = dyb[i] * s;
+                            dg[i] = dyb[i] * a[i] * s * (T::one() - s);
+                        }
+                    },
+                )
             });
     }
 
     /// The map on single vectors, for recurrent steps: `x [B, 2C] → y [B, C]`.
     pub fn step(&self, x: &[T], c: usize, y: &mut [T]) {
-        crate::engine::simd::with_isa(|| {
-            for (xr, yr) in x.chunks_exact(2 * c).zip(y.chunks_exact_mut(c)) {
-                let (a, g) = xr.split_at(c);
-                for ((yv, &av), &gv) in yr.iter_mut().zip(a).zip(g) {
-                    *yv = av * sigmoid(gv);
+        crate::engine::simd::with_isa(
+            #[inline(always)]
+            || {
+                for (xr, yr) in x.chunks_exact(2 * c).zip(y.chunks_exact_mut(c)) {
+                    let (a, g) = xr.split_at(c);
+                    for ((yv, &av), &gv) in yr.iter_mut().zip(a).zip(g) {
+                        *yv = av * sigmoid(gv);
+                    }
                 }
-            }
-        })
+            },
+        )
     }
 }

@@ -1,5 +1,6 @@
 //! `Σ a_i b_i` on the chosen instruction set: four vector accumulators (four independent FMA
-//! chains), the tail by a partial (masked) load.
+//! chains), the tail by a partial (masked) load; [`dot4`], the four real dot products of a complex
+//! dot product's parts in one pass.
 
 use super::{Isa, dispatch_on, fma, isa};
 use pulp::{Simd, WithSimd};
@@ -44,4 +45,53 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[inline]
 pub fn dot_on(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
     dispatch_on(isa, Dot { a, b })
+}
+
+struct Dot4<'a> {
+    x: [&'a [f32]; 2],
+    y: [&'a [f32]; 2],
+}
+
+impl WithSimd for Dot4<'_> {
+    type Output = [f32; 4];
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) -> [f32; 4] {
+        let n = self.x[0]
+            .len()
+            .min(self.x[1].len())
+            .min(self.y[0].len())
+            .min(self.y[1].len());
+        let (xr, xrt) = S::as_simd_f32s(&self.x[0][..n]);
+        let (xi, xit) = S::as_simd_f32s(&self.x[1][..n]);
+        let (yr, yrt) = S::as_simd_f32s(&self.y[0][..n]);
+        let (yi, yit) = S::as_simd_f32s(&self.y[1][..n]);
+        let mut acc = [s.splat_f32s(0.0); 4];
+        for (((a, b), c), d) in xr.iter().zip(xi).zip(yr).zip(yi) {
+            acc[0] = fma(s, *a, *c, acc[0]);
+            acc[1] = fma(s, *b, *d, acc[1]);
+            acc[2] = fma(s, *a, *d, acc[2]);
+            acc[3] = fma(s, *b, *c, acc[3]);
+        }
+        let (a, b) = (s.partial_load_f32s(xrt), s.partial_load_f32s(xit));
+        let (c, d) = (s.partial_load_f32s(yrt), s.partial_load_f32s(yit));
+        acc[0] = fma(s, a, c, acc[0]);
+        acc[1] = fma(s, b, d, acc[1]);
+        acc[2] = fma(s, a, d, acc[2]);
+        acc[3] = fma(s, b, c, acc[3]);
+        acc.map(|v| s.reduce_sum_f32s(v))
+    }
+}
+
+/// `[x₀·y₀, x₁·y₁, x₀·y₁, x₁·y₀]` (real and imaginary parts x₀, x₁ and y₀, y₁ of two complex
+/// vectors) in one pass over the common length, on [`isa`]: `Σ conj(x) y = ([0] + [1]) + i([2] − [3])`,
+/// `Σ x y = ([0] − [1]) + i([2] + [3])`.
+#[inline]
+pub fn dot4(x: [&[f32]; 2], y: [&[f32]; 2]) -> [f32; 4] {
+    dot4_on(isa(), x, y)
+}
+
+/// [`dot4`] on a given instruction set.
+#[inline]
+pub fn dot4_on(isa: Isa, x: [&[f32]; 2], y: [&[f32]; 2]) -> [f32; 4] {
+    dispatch_on(isa, Dot4 { x, y })
 }

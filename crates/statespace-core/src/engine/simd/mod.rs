@@ -11,7 +11,8 @@
 //! *_on(isa, …)     the kernels on a given instruction set (tests run every one the CPU supports)
 //! ```
 //!
-//! Kernels (f32, each against f64 sums in the tests): [`dot`], [`gemv`] (`y = W x`, four rows per
+//! Kernels (f32, each against f64 sums in the tests): [`dot`], [`dot4`] (a complex dot product's
+//! four real parts in one pass), [`gemv`] (`y = W x`, four rows per
 //! pass sharing each load of `x`), [`gemv_batch`] (`Y = X Wᵀ` for B streams, register blocks of four
 //! weight rows × two streams, so the weights are read once per step for every stream), [`diag_steps`]
 //! (the diagonal recurrence of B streams with `B̄` folded into the readout: four coefficient arrays),
@@ -29,7 +30,7 @@ mod packed;
 mod peak;
 mod recurrence;
 
-pub use dot::{dot, dot_on};
+pub use dot::{dot, dot_on, dot4, dot4_on};
 pub use gemv::{gemv, gemv_batch, gemv_batch_on, gemv_on};
 pub use generic::{diag_steps_generic, dot_generic, gemv_batch_generic, gemv_generic, sum};
 pub use packed::{Packed, packed_gemv, packed_gemv_generic, packed_gemv_on};
