@@ -118,6 +118,18 @@ def same_metrics(a, b, rel):
                 assert x[k] == y[k], f"step {x['step']} {k}: {x[k]} vs {y[k]}"
 
 
+def one_vs_torchrun(tmp_path, cfg, nproc, nnodes, what):
+    """One process and ``torchrun`` (nproc × nnodes) on the same config: equal metrics lines, weights
+    within 1e-5 in per-tensor norm."""
+    one, many = tmp_path / "one", tmp_path / "many"
+    train(["--config", cfg, "--out", str(one)])
+    codes, out = launch(nproc, ["--config", cfg, "--out", str(many)], nnodes=nnodes)
+    assert codes == [0] * nnodes, out
+    same_metrics(many, one, 1e-5)
+    w = worst(many / "last.safetensors", one / "last.safetensors", 1e-5)
+    print(f"{what} vs 1 process: worst ‖Δ‖/‖p‖ {w:.2e}")
+
+
 def test_one_process_equals_the_cpu_engine_run(tmp_path):
     cfg = config(tmp_path)
     py, cpu = tmp_path / "py", tmp_path / "cpu"
@@ -133,17 +145,10 @@ def test_one_process_equals_the_cpu_engine_run(tmp_path):
 
 
 def test_torchrun_two_processes_equal_one(tmp_path):
-    cfg = config(tmp_path)
-    one, two = tmp_path / "one", tmp_path / "two"
-    train(["--config", cfg, "--out", str(one)])
     scratch = lambda: {d for d in os.listdir(tempfile.gettempdir()) if d.startswith("statespace-rank")}
     before = scratch()
-    codes, out = launch(2, ["--config", cfg, "--out", str(two)])
-    assert codes == [0], out
+    one_vs_torchrun(tmp_path, config(tmp_path), 2, 1, "torchrun 2 processes")
     assert scratch() <= before, "rank 1's private run directory was left behind"
-    same_metrics(two, one, 1e-5)
-    w = worst(two / "last.safetensors", one / "last.safetensors", 1e-5)
-    print(f"torchrun 2 processes vs 1 process: worst ‖Δ‖/‖p‖ {w:.2e}")
 
 
 PAIR = """
@@ -187,13 +192,7 @@ def aan_files(root, seed=0):
 def test_torchrun_two_processes_equal_one_on_a_pair_task(tmp_path):
     # two towers per example (LRA Retrieval): each rank takes both documents of its examples
     cfg = config(tmp_path, PAIR.format(data=aan_files(tmp_path / "aan")))
-    one, two = tmp_path / "one", tmp_path / "two"
-    train(["--config", cfg, "--out", str(one)])
-    codes, out = launch(2, ["--config", cfg, "--out", str(two)])
-    assert codes == [0], out
-    same_metrics(two, one, 1e-5)
-    w = worst(two / "last.safetensors", one / "last.safetensors", 1e-5)
-    print(f"retrieval (pairs), torchrun 2 processes vs 1 process: worst ‖Δ‖/‖p‖ {w:.2e}")
+    one_vs_torchrun(tmp_path, cfg, 2, 1, "retrieval (pairs), torchrun 2 processes")
 
 
 def test_a_global_batch_smaller_than_the_ranks_is_exit_2_on_every_rank(tmp_path):
@@ -210,14 +209,7 @@ def test_a_global_batch_smaller_than_the_ranks_is_exit_2_on_every_rank(tmp_path)
 
 
 def test_torchrun_two_nodes_on_the_loopback(tmp_path):
-    cfg = config(tmp_path)
-    one, two = tmp_path / "one", tmp_path / "two"
-    train(["--config", cfg, "--out", str(one)])
-    codes, out = launch(1, ["--config", cfg, "--out", str(two)], nnodes=2)
-    assert codes == [0, 0], out
-    same_metrics(two, one, 1e-5)
-    w = worst(two / "last.safetensors", one / "last.safetensors", 1e-5)
-    print(f"torchrun 2 nodes × 1 process vs 1 process: worst ‖Δ‖/‖p‖ {w:.2e}")
+    one_vs_torchrun(tmp_path, config(tmp_path), 1, 2, "torchrun 2 nodes × 1 process")
 
 
 def test_a_killed_rank_then_resume_ends_as_the_uninterrupted_run(tmp_path):
