@@ -44,11 +44,17 @@ struct PyEngine {
     raised: Raised,
 }
 
+/// Keeps the first Python exception in `raised` (to re-raise with its traceback) and gives its
+/// message to the loop.
+fn keep(raised: &Raised, e: PyErr) -> String {
+    let msg = e.to_string();
+    raised.borrow_mut().get_or_insert(e);
+    msg
+}
+
 impl PyEngine {
     fn keep(&self, e: PyErr) -> String {
-        let msg = e.to_string();
-        self.raised.borrow_mut().get_or_insert(e);
-        msg
+        keep(&self.raised, e)
     }
 
     /// Binds the Python module's current parameters and buffers (a broadcast or an in-place copy
@@ -212,11 +218,7 @@ pub(crate) fn run(
     let stop = Rc::new(AtomicBool::new(false));
     let json = serde_json::to_string(&cfg).map_err(err)?;
     let make = |model: Model<f32>, opt: AdamW<f32>| -> Result<Box<dyn Engine>, String> {
-        let keep = |e: PyErr| -> String {
-            let msg = e.to_string();
-            raised.borrow_mut().get_or_insert(e);
-            msg
-        };
+        let keep = |e: PyErr| keep(&raised, e);
         // checkpoints are written from a second CPU model, synced from the Python tensors
         let cpu = Model::<f32>::new(
             &model.cfg,
