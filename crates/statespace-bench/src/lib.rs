@@ -15,7 +15,7 @@ use statespace_core::engine::fftconv::FftConv;
 use statespace_core::engine::layers::{self, Pool};
 use statespace_core::engine::optim::{AdamW, OptimConfig};
 use statespace_core::engine::params::ParamStore;
-use statespace_core::engine::simd::{self, Isa};
+use statespace_core::engine::simd::{self, Half, Isa};
 use statespace_core::kernels::SequenceKernel;
 use statespace_core::kernels::discretize::Disc;
 use statespace_core::kernels::s4d::{S4dConfig, S4dKernel};
@@ -360,11 +360,19 @@ pub fn train_step(
 }
 
 /// Recurrent step of a causal S4D stack (`layers` × H `h`, state size `n`, GLU, f32), batch
-/// `batch`, on the calling thread: seconds per step; `tokens_per_s` counts every stream.
-pub fn recurrent_step(layers: usize, h: usize, n: usize, batch: usize, secs: f64) -> Record {
+/// `batch`, on the calling thread, the output projections stored as `half` (bf16/f16) or f32:
+/// seconds per step; `tokens_per_s` counts every stream.
+pub fn recurrent_step(
+    layers: usize,
+    h: usize,
+    n: usize,
+    batch: usize,
+    half: Option<Half>,
+    secs: f64,
+) -> Record {
     reset_peak_rss();
     let m = stream_model(layers, h, n);
-    let mut st = m.stream(batch).expect("causal model");
+    let mut st = m.stream_with(batch, half).expect("causal model");
     let mut x = vec![0.0f32; batch];
     let mut t = 0usize;
     let mut sink = 0.0f32;
@@ -374,14 +382,16 @@ pub fn recurrent_step(layers: usize, h: usize, n: usize, batch: usize, secs: f64
         t += 1;
     });
     std::hint::black_box(sink);
-    // what one step reads, f32, per layer: the output projection [2H, H] + bias, D and the norm's
-    // γ, β; the diagonal recurrence's 4 coefficient arrays [H, M] (Ā and C̃ = 2C·B̄); its state
-    // [H, M] complex per stream (read and written). Encoder and decoder are a few hundred values.
+    // what one step reads, per layer: the output projection [2H, H] as packed (f32 or 16-bit); in
+    // f32 its bias, D and the norm's γ, β (5H) and the diagonal recurrence's 4 coefficient arrays
+    // [H, M] (Ā and C̃ = 2C·B̄); its state [H, M] complex per stream, read and written (twice its
+    // size). Encoder and decoder are a few hundred values.
     let hm = h * n / 2;
-    let bytes = 4.0 * (layers * (2 * h * h + 5 * h + 4 * hm + 4 * hm * batch)) as f64;
+    let bytes = (st.weight_bytes() + 4 * layers * (5 * h + 4 * hm) + 2 * st.state_bytes()) as f64;
+    let store = half.map_or(String::new(), |k| format!(" {k}"));
     let mut rec = record(
         "recurrent_step",
-        format!("S4D {layers}×H{h} N{n} GLU batch={batch}"),
+        format!("S4D {layers}×H{h} N{n} GLU batch={batch}{store}"),
         1,
         r,
     );
@@ -391,6 +401,29 @@ pub fn recurrent_step(layers: usize, h: usize, n: usize, batch: usize, secs: f64
     rec.read_gbps = Some(gbps);
     rec.frac_floor = Some(bytes / (gbps * 1e9) / rec.median_s);
     rec
+}
+
+/// The largest relative deviation of [`stream_model`]'s outputs with the projections stored as
+/// `half` from the f32 stream's, over `steps` steps of one stream (input `sin(0.01 t)` plus a
+/// deterministic ±0.5 jitter): `max_t ‖y_half(t) − y_f32(t)‖∞ / ‖y_f32(t)‖∞`.
+pub fn half_deviation(layers: usize, h: usize, n: usize, half: Half, steps: usize) -> f64 {
+    let m = stream_model(layers, h, n);
+    let mut full = m.stream(1).expect("causal model");
+    let mut hs = m.stream_with(1, Some(half)).expect("weights in range");
+    let mut worst = 0.0f64;
+    let mut r = rand::rngs::StdRng::seed_from_u64(9);
+    for t in 0..steps {
+        let x = [(t as f32 * 0.01).sin() + r.random::<f32>() - 0.5];
+        let a = m.stream_step(&mut full, Input::Real(&x)).to_vec();
+        let b = m.stream_step(&mut hs, Input::Real(&x));
+        let scale = a.iter().fold(0.0f64, |s, v| s.max(v.abs() as f64));
+        let dev = a
+            .iter()
+            .zip(b)
+            .fold(0.0f64, |s, (p, q)| s.max((*p as f64 - *q as f64).abs()));
+        worst = worst.max(dev / scale.max(f64::MIN_POSITIVE));
+    }
+    worst
 }
 
 /// Single-core read bandwidth (GB/s) of a plain streaming read: the sum of a 64-byte aligned buffer

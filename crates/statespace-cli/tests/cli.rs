@@ -1051,9 +1051,10 @@ fn small_adding_run() -> (tempfile::TempDir, PathBuf) {
 fn stream_reads_stdin_and_matches_the_convolution_mode() {
     use std::io::Write;
     let (_dir, run_dir) = small_adding_run();
-    let stream = |input: &[u8]| {
+    let stream_with = |input: &[u8], extra: &[&str]| {
         let mut child = bin()
             .args(["stream", "--checkpoint", run_dir.to_str().unwrap()])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -1062,6 +1063,7 @@ fn stream_reads_stdin_and_matches_the_convolution_mode() {
         child.stdin.take().unwrap().write_all(input).unwrap();
         child.wait_with_output().unwrap()
     };
+    let stream = |input: &[u8]| stream_with(input, &[]);
     // 20 steps of 2 inputs (blank lines are skipped)
     let xs: Vec<[f32; 2]> = (0..20)
         .map(|t| {
@@ -1095,6 +1097,19 @@ fn stream_reads_stdin_and_matches_the_convolution_mode() {
         "{} vs {y}",
         lines[19]
     );
+    // the projections stored as f16 / bf16: within a few unit roundoffs (2⁻¹¹, 2⁻⁸) of the
+    // convolution mode's f32 output
+    for (w, u) in [("f16", 2f64.powi(-11)), ("bf16", 2f64.powi(-8))] {
+        let o = stream_with(input.as_bytes(), &["--weights", w]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let last: f64 = stdout(&o).lines().last().unwrap().trim().parse().unwrap();
+        assert!(
+            (last - y).abs() <= 8.0 * u * y.abs().max(1e-3),
+            "--weights {w}: {last} vs {y}"
+        );
+    }
+    let o = stream_with(b"0.1 0\n", &["--weights", "fp8"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     // malformed input lines are named
     let o = stream(b"0.1 0\n0.2 x\n");
     assert_eq!(o.status.code(), Some(2));

@@ -201,19 +201,40 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
         print_scaling(&rows);
     }
     if has("step") {
-        // the shape at batch 1 and 16, and a narrower stack whose weights fit in L2
-        for (h, batch) in [(256, 1), (256, 16), (128, 1)] {
-            run_case(&format!("recurrent step H={h} batch {batch}"), &mut || {
-                let r = bench::recurrent_step(6, h, 64, batch, a.secs);
-                if let (Some(b), Some(g)) = (r.bytes, r.read_gbps) {
-                    println!(
-                        "  (reads {:.2} MB per step; a plain read of a buffer that size runs at {g:.1} GB/s on one core ⇒ floor {})",
-                        b / 1e6,
-                        fmt_time(b / (g * 1e9))
-                    );
-                }
-                vec![r]
-            });
+        // the shape at batch 1 and 16, and a narrower stack whose weights fit in L2; then
+        // the projections stored as bf16 and f16, with their deviation from f32 over 1000 steps
+        use statespace_core::engine::simd::Half;
+        let shapes = [
+            (256, 1, None),
+            (256, 16, None),
+            (128, 1, None),
+            (256, 1, Some(Half::Bf16)),
+            (256, 1, Some(Half::F16)),
+            (256, 16, Some(Half::Bf16)),
+        ];
+        for (h, batch, half) in shapes {
+            let store = half.map_or(String::new(), |k| format!(" {k}"));
+            run_case(
+                &format!("recurrent step H={h} batch {batch}{store}"),
+                &mut || {
+                    let r = bench::recurrent_step(6, h, 64, batch, half, a.secs);
+                    if let (Some(b), Some(g)) = (r.bytes, r.read_gbps) {
+                        println!(
+                            "  (reads {:.2} MB per step; a plain read of a buffer that size runs at {g:.1} GB/s on one core ⇒ floor {})",
+                            b / 1e6,
+                            fmt_time(b / (g * 1e9))
+                        );
+                    }
+                    if let (Some(k), 1) = (half, batch) {
+                        let d = bench::half_deviation(6, h, 64, k, 1000);
+                        println!(
+                            "  ({k} projections: max relative deviation of the outputs from f32 over 1000 steps {d:.2e}; {k}'s unit roundoff {:.2e})",
+                            k.unit_roundoff()
+                        );
+                    }
+                    vec![r]
+                },
+            );
         }
     }
     if let Some(p) = &a.json {

@@ -21,6 +21,10 @@ pub struct GenerateArgs {
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Storage of the output projections while stepping: f32 (the model's), or bf16 / f16 (half
+    /// the bytes a step reads of them; f32 arithmetic on the rounded weights).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
+    pub weights: String,
     /// Directory of the dataset files, if the run's task reads files (overrides task.data_dir).
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -76,7 +80,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), Failure> {
         return Err(Failure::Input("--prompt: no token ids".into()));
     }
     let mut st = model
-        .stream(1)
+        .stream_with(1, super::half_weights(&args.weights))
         .map_err(|e| Failure::Input(format!("{ck}: this model cannot run step by step: {e}")))?;
     let len = prompt.len();
     let per_pos = model

@@ -77,3 +77,8 @@ pub fn emit(text: &str) -> Result<(), Failure> {
         ))),
     }
 }
+
+/// `--weights f32|bf16|f16` (clap has checked the value) as the stream's storage format.
+pub fn half_weights(name: &str) -> Option<statespace_core::engine::simd::Half> {
+    name.parse().ok()
+}

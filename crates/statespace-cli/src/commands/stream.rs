@@ -9,6 +9,10 @@ pub struct StreamArgs {
     /// A run directory (its best.safetensors) or a checkpoint file.
     #[arg(long)]
     pub checkpoint: PathBuf,
+    /// Storage of the output projections while stepping: f32 (the model's), or bf16 / f16 (half
+    /// the bytes a step reads of them; f32 arithmetic on the rounded weights).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
+    pub weights: String,
     /// Directory of the dataset files, if the run's task reads files (overrides task.data_dir).
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -18,12 +22,14 @@ pub fn run(args: &StreamArgs) -> Result<(), Failure> {
     use std::io::Write;
     let (_, model, _) = statespace_train::load_model(&args.checkpoint, args.data.as_deref())
         .map_err(Failure::Input)?;
-    let mut st = model.stream(1).map_err(|e| {
-        Failure::Input(format!(
-            "{}: this model cannot run step by step: {e}",
-            args.checkpoint.display()
-        ))
-    })?;
+    let mut st = model
+        .stream_with(1, super::half_weights(&args.weights))
+        .map_err(|e| {
+            Failure::Input(format!(
+                "{}: this model cannot run step by step: {e}",
+                args.checkpoint.display()
+            ))
+        })?;
     let (d_in, vocab) = (model.io.d_input, model.io.vocab);
     let stdin = std::io::stdin().lock();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -68,6 +68,21 @@ pub trait Float:
     fn packed_gemv(p: &simd::Packed<Self>, bias: Option<&[Self]>, x: &[Self], y: &mut [Self]) {
         simd::packed_gemv_generic(p, bias, x, y)
     }
+    /// [`Float::packed_gemv`] on weights stored as bf16/f16 ([`simd::PackedHalf`]): the product
+    /// with the rounded weights (f32: the SIMD layer, f32 arithmetic; others: portable loops).
+    #[inline]
+    fn packed_gemv_half(p: &simd::PackedHalf, bias: Option<&[Self]>, x: &[Self], y: &mut [Self]) {
+        let (rows, cols) = (p.rows(), p.cols());
+        for (xb, yb) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
+            for (r, yv) in yb.iter_mut().enumerate() {
+                let mut acc = bias.map_or(Self::zero(), |b| b[r]);
+                for (j, xv) in xb.iter().enumerate() {
+                    acc += Self::of(p.get(r, j) as f64) * *xv;
+                }
+                *yv = acc;
+            }
+        }
+    }
     /// One step of B streams of H channels of M diagonal complex modes with `B̄` folded into the
     /// readout ([`simd::diag_steps`]): `c = [Re Ā, Im Ā, Re C̃, Im C̃]` (each `[H, M]`), states
     /// `[B, H, 2, M]`, `u, y [B, H]`: `z ← Ā z + u`, `y = Re Σ C̃ z`.
@@ -186,6 +201,10 @@ impl Float for f32 {
     #[inline]
     fn packed_gemv(p: &simd::Packed<f32>, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
         simd::packed_gemv(p, bias, x, y)
+    }
+    #[inline]
+    fn packed_gemv_half(p: &simd::PackedHalf, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
+        simd::packed_gemv_half(p, bias, x, y)
     }
     #[inline]
     fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -7,9 +7,9 @@
 use super::config::{ModelConfig, NormKind};
 use super::ssm_layer::{SsmLayer, StepScratch};
 use crate::engine::float::Float;
+use crate::engine::layers::PackedWeights;
 use crate::engine::layers::{BatchNorm, LayerNorm};
 use crate::engine::params::ParamStore;
-use crate::engine::simd::Packed;
 use crate::error::Error;
 use crate::kernels::Stepper;
 use rand::Rng;
@@ -226,7 +226,7 @@ impl<T: Float> SsmBlock<T> {
         &self,
         store: &ParamStore<T>,
         stepper: &dyn Stepper<T>,
-        packed: &Packed<T>,
+        packed: &PackedWeights<T>,
         states: &mut [T],
         x: &mut [T],
         scratch: &mut StepScratch<T>,

@@ -8,9 +8,10 @@
 
 use super::config::{LayerKind, ModelConfig};
 use crate::engine::float::Float;
+use crate::engine::layers::PackedWeights;
 use crate::engine::layers::{self, Dropout, Gelu, Glu, Linear};
 use crate::engine::params::{ParamId, ParamKind, ParamStore};
-use crate::engine::simd::Packed;
+use crate::engine::simd::Half;
 use crate::error::Error;
 use crate::kernels::hope::{HopeConfig, HopeKernel};
 use crate::kernels::s4::{S4Config, S4Kernel};
@@ -302,9 +303,17 @@ impl<T: Float> SsmLayer<T> {
         let _ = batch;
     }
 
-    /// The output projection packed for [`SsmLayer::step`] (one sequential read per step).
-    pub fn pack_step(&self, store: &ParamStore<T>) -> Packed<T> {
-        self.out.pack(store)
+    /// The output projection packed for [`SsmLayer::step`] (one sequential read per step), in the
+    /// model's type or rounded to `half` (an error names a weight beyond the format's range).
+    pub fn pack_step(
+        &self,
+        store: &ParamStore<T>,
+        half: Option<Half>,
+    ) -> Result<PackedWeights<T>, String> {
+        match half {
+            None => Ok(self.out.pack(store)),
+            Some(k) => self.out.pack_half(store, k),
+        }
     }
 
     /// One step of every stream: `u [B, H] → y [B, H]` through the map's recurrent form
@@ -316,7 +325,7 @@ impl<T: Float> SsmLayer<T> {
         &self,
         store: &ParamStore<T>,
         stepper: &dyn Stepper<T>,
-        packed: &Packed<T>,
+        packed: &PackedWeights<T>,
         states: &mut [T],
         u: &[T],
         scratch: &mut StepScratch<T>,

@@ -19,8 +19,9 @@ use super::backbone::Model;
 use super::config::Input;
 use super::ssm_layer::StepScratch;
 use crate::engine::float::Float;
+use crate::engine::layers::PackedWeights;
 use crate::engine::layers::Pool;
-use crate::engine::simd::Packed;
+use crate::engine::simd::Half;
 use crate::error::Error;
 use crate::kernels::Stepper;
 
@@ -29,8 +30,11 @@ pub struct Stream<T: Float> {
     /// One recurrent form per block.
     steppers: Vec<Box<dyn Stepper<T>>>,
     /// Each block's output projection packed for stepping (a copy of the model's weights, read in
-    /// one sequential pass per step: see [`crate::engine::simd::Packed`]).
-    packed: Vec<Packed<T>>,
+    /// one sequential pass per step: see [`crate::engine::simd::Packed`]), in the model's type or
+    /// rounded to bf16/f16.
+    packed: Vec<PackedWeights<T>>,
+    /// The projections' storage format (`None`: the model's type).
+    half: Option<Half>,
     /// `states[i] [B, steppers[i].state_len()]`.
     states: Vec<Vec<T>>,
     batch: usize,
@@ -53,6 +57,20 @@ impl<T: Float> Stream<T> {
     pub fn batch(&self) -> usize {
         self.batch
     }
+    /// The output projections' storage format: `None` for the model's own type.
+    pub fn half(&self) -> Option<Half> {
+        self.half
+    }
+    /// Bytes of weights and coefficients a step reads (the packed projections, the recurrences'
+    /// coefficients as their steppers report them, D and the norms' parameters are not counted):
+    /// with [`Stream::state_bytes`], what a step streams through memory.
+    pub fn weight_bytes(&self) -> usize {
+        self.packed.iter().map(|p| p.bytes()).sum()
+    }
+    /// Bytes of recurrent state of all streams (each read and written once per step).
+    pub fn state_bytes(&self) -> usize {
+        self.states.iter().map(|s| s.len() * size_of::<T>()).sum()
+    }
     /// Steps taken so far (prompt included).
     pub fn steps(&self) -> usize {
         self.t
@@ -74,6 +92,13 @@ impl<T: Float> Model<T> {
     /// so a stream made before the weights change keeps the old ones: make a new stream after
     /// training or loading a checkpoint.
     pub fn stream(&self, batch: usize) -> Result<Stream<T>, Error> {
+        self.stream_with(batch, None)
+    }
+
+    /// [`Model::stream`] with the output projections stored as `half` (bf16 or f16: half the bytes
+    /// a step reads of them, f32 arithmetic on the rounded weights; the recurrences, norms and
+    /// states stay in `T`). An error if a weight is beyond the format's range (f16: |w| > 65504).
+    pub fn stream_with(&self, batch: usize, half: Option<Half>) -> Result<Stream<T>, Error> {
         if self.io.pair {
             return Err(Error::Unsupported(
                 "a two-tower (pair) model has no step mode".into(),
@@ -93,11 +118,20 @@ impl<T: Float> Model<T> {
         let packed = self
             .blocks
             .iter()
-            .map(|b| b.ssm.pack_step(&self.store))
-            .collect();
+            .enumerate()
+            .map(|(i, b)| {
+                b.ssm.pack_step(&self.store, half).map_err(|e| {
+                    Error::Invalid(format!(
+                        "blocks.{i}.ssm.out.weight as {}: {e}",
+                        half.map_or("f32", |h| h.name())
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Stream {
             steppers,
             packed,
+            half,
             states,
             batch,
             t: 0,

@@ -193,3 +193,89 @@ fn a_step_allocates_nothing() {
         assert_eq!(n, 0, "{kind:?}: {n} allocations in 50 steps");
     }
 }
+
+/// A stream with its output projections stored as bf16 or f16 computes what an f32 stream of the
+/// same model with those weights rounded computes (the rounding done here, by the format's
+/// definition: the nearest representable value), for one and for several streams; over 1000 steps
+/// its outputs stay within a few unit roundoffs of the unrounded model's, and do move (the option
+/// is live).
+#[test]
+fn half_weights_step_the_model_with_rounded_projections() {
+    use statespace_core::engine::simd::Half;
+    let mut c = cfg(LayerKind::S4d, NormKind::Layer, true, Pool::Last);
+    (c.d_model, c.n_layers, c.d_state) = (40, 3, 16);
+    let io = IoShape { d_input: 1, ..IO };
+    for kind in [Half::Bf16, Half::F16] {
+        let m = Model::<f32>::new(&c, io, &mut rng(7)).unwrap();
+        let mut rounded = Model::<f32>::new(&c, io, &mut rng(7)).unwrap();
+        let mut moved = 0usize;
+        for p in rounded.store.params.iter_mut() {
+            if p.name.starts_with("blocks.") && p.name.ends_with(".ssm.out.weight") {
+                for v in p.value.iter_mut().filter(|v| **v != 0.0) {
+                    // the nearest value of the format, from its own definition: an f64 search over
+                    // the significand grid of v's binade (p significant bits)
+                    let bits = if kind == Half::Bf16 { 8 } else { 11 };
+                    let e = (v.abs() as f64).log2().floor() as i32;
+                    let e = if kind == Half::F16 { e.max(-14) } else { e };
+                    let q = 2f64.powi(e - (bits - 1));
+                    let r = (*v as f64 / q).round_ties_even() * q;
+                    moved += (r != *v as f64) as usize;
+                    *v = r as f32;
+                }
+            }
+        }
+        assert!(
+            moved > 1000,
+            "{kind}: only {moved} weights changed by rounding"
+        );
+        for batch in [1usize, 3] {
+            let mut hs = m.stream_with(batch, Some(kind)).unwrap();
+            assert_eq!(hs.half(), Some(kind));
+            let mut rs = rounded.stream(batch).unwrap();
+            let mut fs = m.stream(batch).unwrap();
+            let steps = if batch == 1 { 1000 } else { 100 };
+            let (mut exact, mut dev) = (0.0f64, 0.0f64);
+            for t in 0..steps {
+                let x: Vec<f32> = (0..batch)
+                    .map(|b| ((t * (b + 1)) as f32 * 0.05).sin() + 0.3 * ((t * 7 + b) % 5) as f32)
+                    .collect();
+                let yh = m.stream_step(&mut hs, Input::Real(&x)).to_vec();
+                let yr = rounded.stream_step(&mut rs, Input::Real(&x)).to_vec();
+                let yf = m.stream_step(&mut fs, Input::Real(&x));
+                let scale = yf.iter().fold(0.0f64, |s, v| s.max(v.abs() as f64));
+                for ((h, r), f) in yh.iter().zip(&yr).zip(yf) {
+                    exact = exact.max((*h as f64 - *r as f64).abs() / scale);
+                    dev = dev.max((*h as f64 - *f as f64).abs() / scale);
+                }
+            }
+            println!("{kind} B={batch}: vs the rounded model {exact:.2e}, vs f32 {dev:.2e}");
+            assert!(
+                exact < 1e-5,
+                "{kind} B={batch}: {exact:e} from the rounded model"
+            );
+            let u = kind.unit_roundoff();
+            assert!(
+                dev < 8.0 * u,
+                "{kind} B={batch}: {dev:e} from f32 (u = {u:e})"
+            );
+            assert!(
+                dev > u / 100.0,
+                "{kind} B={batch}: {dev:e}: the weights did not change"
+            );
+        }
+    }
+    // a weight beyond f16's range is an error naming the parameter, not an infinity
+    let mut big = Model::<f32>::new(&c, io, &mut rng(7)).unwrap();
+    let p = big.store.find("blocks.1.ssm.out.weight").unwrap();
+    big.store.params[p].value[3] = 1e5;
+    let e = big
+        .stream_with(1, Some(Half::F16))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("blocks.1.ssm.out.weight") && e.contains("range"),
+        "{e}"
+    );
+    assert!(big.stream_with(1, Some(Half::Bf16)).is_ok());
+}

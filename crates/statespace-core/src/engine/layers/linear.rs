@@ -4,8 +4,43 @@ use super::{keep_copy, resize, threads};
 use crate::engine::float::Float;
 use crate::engine::gemm::Gemm;
 use crate::engine::params::{ParamId, ParamKind, ParamStore};
+use crate::engine::simd::{Half, Packed, PackedHalf};
 use rand::Rng;
 use rayon::prelude::*;
+
+/// A [`Linear`]'s weights as the recurrent step reads them: f32 (or f64) [`Packed`], or rounded to
+/// bf16/f16 ([`PackedHalf`], half the bytes).
+#[derive(Debug, Clone)]
+pub enum PackedWeights<T> {
+    /// The model's own values.
+    Full(Packed<T>),
+    /// Rounded to a 16-bit format.
+    Half(PackedHalf),
+}
+
+impl<T: Copy + Default> PackedWeights<T> {
+    /// Rows of `W` (outputs).
+    pub fn rows(&self) -> usize {
+        match self {
+            PackedWeights::Full(p) => p.rows(),
+            PackedWeights::Half(p) => p.rows(),
+        }
+    }
+    /// Columns of `W` (inputs).
+    pub fn cols(&self) -> usize {
+        match self {
+            PackedWeights::Full(p) => p.cols(),
+            PackedWeights::Half(p) => p.cols(),
+        }
+    }
+    /// Bytes the weights take (what a step reads of them).
+    pub fn bytes(&self) -> usize {
+        match self {
+            PackedWeights::Full(p) => std::mem::size_of_val(p.data()),
+            PackedWeights::Half(p) => p.rows().div_ceil(4) * p.cols().div_ceil(16) * 64 * 2,
+        }
+    }
+}
 
 /// A linear map over the channel dimension (a 1×1 convolution), one GEMM per batch element.
 #[derive(Debug, Clone)]
@@ -166,16 +201,30 @@ impl<T: Float> Linear<T> {
     }
 
     /// The weights packed for [`Linear::step_packed`] (a copy; pack again after the weights change).
-    pub fn pack(&self, store: &ParamStore<T>) -> crate::engine::simd::Packed<T> {
-        crate::engine::simd::Packed::new(store.value(self.w), self.cout, self.cin)
+    pub fn pack(&self, store: &ParamStore<T>) -> PackedWeights<T> {
+        PackedWeights::Full(crate::engine::simd::Packed::new(
+            store.value(self.w),
+            self.cout,
+            self.cin,
+        ))
     }
 
-    /// [`Linear::step`] on weights packed by [`Linear::pack`]: at batch 1, one sequential read of
-    /// the weights (several streams run [`Linear::step`]).
+    /// The weights rounded to a 16-bit format and packed for [`Linear::step_packed`] (f32
+    /// arithmetic on the rounded weights); an error names a weight beyond the format's range.
+    pub fn pack_half(&self, store: &ParamStore<T>, kind: Half) -> Result<PackedWeights<T>, String> {
+        let w: Vec<f32> = store.value(self.w).iter().map(|v| v.f64() as f32).collect();
+        Ok(PackedWeights::Half(PackedHalf::new(
+            &w, self.cout, self.cin, kind,
+        )?))
+    }
+
+    /// [`Linear::step`] on weights packed by [`Linear::pack`] or [`Linear::pack_half`]: at batch 1,
+    /// one sequential read of the weights (several streams on f32 weights run [`Linear::step`]; on
+    /// half weights, the packed product for every batch).
     pub fn step_packed(
         &self,
         store: &ParamStore<T>,
-        packed: &crate::engine::simd::Packed<T>,
+        packed: &PackedWeights<T>,
         x: &[T],
         y: &mut [T],
     ) {
@@ -187,12 +236,18 @@ impl<T: Float> Linear<T> {
             self.cout,
             self.cin
         );
-        if x.len() != self.cin {
-            // several streams: the register blocks of 4 rows × 2 streams on the row-major weights
-            // measured faster than on the packed ones (each row block in L1 for all streams)
-            return self.step(store, x, y);
-        }
         let bias = self.b.map(|id| store.value(id));
-        T::packed_gemv(packed, bias, x, y);
+        match packed {
+            PackedWeights::Full(p) => {
+                if x.len() != self.cin {
+                    // several streams: the register blocks of 4 rows × 2 streams on the row-major
+                    // weights measured faster than on the packed ones (each row block in L1 for all
+                    // streams)
+                    return self.step(store, x, y);
+                }
+                T::packed_gemv(p, bias, x, y);
+            }
+            PackedWeights::Half(p) => T::packed_gemv_half(p, bias, x, y),
+        }
     }
 }

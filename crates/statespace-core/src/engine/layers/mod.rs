@@ -24,7 +24,7 @@ pub use embedding::Embedding;
 pub use gelu::Gelu;
 pub use glu::Glu;
 pub use layer_norm::LayerNorm;
-pub use linear::Linear;
+pub use linear::{Linear, PackedWeights};
 pub use loss::{IGNORE, cross_entropy, mse};
 pub use pool::{
     Pool, pool_backward, pool_backward_masked, pool_forward, pool_forward_masked, valid_len,

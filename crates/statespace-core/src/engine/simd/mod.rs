@@ -17,6 +17,7 @@
 //! weight rows × two streams, so the weights are read once per step for every stream), [`diag_steps`]
 //! (the diagonal recurrence of B streams with `B̄` folded into the readout: four coefficient arrays),
 //! [`packed_gemv`] (the recurrent step's products on weights [`Packed`] for one sequential read),
+//! [`packed_gemv_half`] (the same on weights stored as bf16 or f16, [`PackedHalf`], f32 arithmetic),
 //! [`fma_peak`] (the FMA throughput microbenchmark behind `statespace bench`). [`generic`] holds the
 //! portable loops for any element type (`f64` gradient checks).
 
@@ -26,6 +27,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 mod dot;
 mod gemv;
 pub mod generic;
+mod half;
 mod packed;
 mod peak;
 mod recurrence;
@@ -33,6 +35,7 @@ mod recurrence;
 pub use dot::{dot, dot_on, dot4, dot4_on};
 pub use gemv::{gemv, gemv_batch, gemv_batch_on, gemv_on};
 pub use generic::{diag_steps_generic, dot_generic, gemv_batch_generic, gemv_generic, sum};
+pub use half::{Half, PackedHalf, packed_gemv_half, packed_gemv_half_on};
 pub use packed::{Packed, packed_gemv, packed_gemv_generic, packed_gemv_on};
 pub use peak::{fma_peak, fma_peak_on};
 pub use recurrence::{diag_steps, diag_steps_on};
