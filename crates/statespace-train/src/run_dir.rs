@@ -525,9 +525,44 @@ pub struct RunLock {
 }
 
 impl RunLock {
+    /// Says which process holds the lock of `dir`, if one does, without taking it or creating a
+    /// lock file: `--resume` asks this before it reads the run's files, which a live first writer
+    /// may not have written yet.
+    pub fn check_free(dir: &Path) -> Result<(), String> {
+        let path = dir.join(".lock");
+        if !path.is_file() {
+            return Ok(());
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .open(&path)
+            .map_err(|e| format!("{}: cannot open the run's lock: {e}", path.display()))?;
+        match file.try_lock_shared() {
+            Ok(()) => Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Self::held(dir, file)),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(format!("{}: cannot lock the run: {e}", path.display()))
+            }
+        }
+    }
+
+    fn held(dir: &Path, mut file: std::fs::File) -> String {
+        use std::io::Read;
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = match holder.trim() {
+            "" => "another process".to_string(),
+            pid => format!("process {pid}"),
+        };
+        format!(
+            "{}: {holder} is writing this run; wait for it to finish or use another --out",
+            dir.display()
+        )
+    }
+
     /// Takes the lock of `dir` (which must exist), or says which process holds it.
     pub fn acquire(dir: &Path) -> Result<Self, String> {
-        use std::io::{Read, Seek, Write};
+        use std::io::{Seek, Write};
         let path = dir.join(".lock");
         let mut file = std::fs::OpenOptions::new()
             .read(true)
@@ -546,18 +581,7 @@ impl RunLock {
                     .map_err(|e| format!("{}: cannot write the run's lock: {e}", path.display()))?;
                 Ok(Self { _file: file })
             }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = match holder.trim() {
-                    "" => "another process".to_string(),
-                    pid => format!("process {pid}"),
-                };
-                Err(format!(
-                    "{}: {holder} is writing this run; wait for it to finish or use another --out",
-                    dir.display()
-                ))
-            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(Self::held(dir, file)),
             Err(std::fs::TryLockError::Error(e)) => {
                 Err(format!("{}: cannot lock the run: {e}", path.display()))
             }

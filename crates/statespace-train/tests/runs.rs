@@ -100,6 +100,9 @@ fn a_short_run_learns_copying_and_evaluates() {
 fn a_locked_run_directory_is_refused_and_free_again_once_the_lock_is_gone() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = RunConfig::from_toml(&cfg_text("max_steps = 3")).unwrap();
+    // no lock file: free, and checking creates none
+    train::RunLock::check_free(dir.path()).unwrap();
+    assert!(!dir.path().join(".lock").exists());
     let lock = train::RunLock::acquire(dir.path()).unwrap();
     let e = train::run(&cfg, dir.path(), false, None, true).unwrap_err();
     let holder = format!("process {} is writing this run", std::process::id());
@@ -107,7 +110,10 @@ fn a_locked_run_directory_is_refused_and_free_again_once_the_lock_is_gone() {
         e.contains(&dir.path().display().to_string()) && e.contains(&holder),
         "{e}"
     );
+    let e = train::RunLock::check_free(dir.path()).unwrap_err();
+    assert!(e.contains(&holder), "{e}");
     drop(lock);
+    train::RunLock::check_free(dir.path()).unwrap();
     train::run(&cfg, dir.path(), false, None, true).unwrap();
 }
 

@@ -175,6 +175,8 @@ pub fn train(a: &TrainArgs) -> Result<(), Failure> {
     let (quiet, max_memory, engine) = (a.quiet, a.max_memory.as_deref(), &a.engine);
     let (cfg, dir, resuming) = match (config, resume) {
         (_, Some(dir)) => {
+            // a live first writer may not have written config.toml yet: name it, not the file
+            statespace_train::RunLock::check_free(dir).map_err(Failure::Input)?;
             let cfg = read_config(&dir.join("config.toml"), sets).map_err(Failure::Input)?;
             (cfg, dir.to_path_buf(), true)
         }
