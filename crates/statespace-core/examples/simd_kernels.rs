@@ -48,9 +48,10 @@ fn main() {
         });
         let mut st = vec![0f32; 16 * h * 2 * m];
         let mut yy = vec![0f32; 16 * h];
-        let d1 =
-            time(|| simd::diag_steps_on(isa, cc, m, &mut st[..h * 2 * m], &x[..h], &mut yy[..h]));
-        let d16 = time(|| simd::diag_steps_on(isa, cc, m, &mut st, &x, &mut yy));
+        let d1 = time(|| {
+            simd::diag_steps_on(isa, cc, h, m, &mut st[..h * 2 * m], &x[..h], &mut yy[..h])
+        });
+        let d16 = time(|| simd::diag_steps_on(isa, cc, h, m, &mut st, &x, &mut yy));
         println!(
             "{:>9}: 6 × [512,256]·x row-major {:5.1} µs ({:5.1} GB/s), packed {:5.1} µs ({:5.1} GB/s), \
              16 streams {:6.1} µs ({:5.1} GFLOP/s); diagonal step H256 M32: 1 stream {:4.1} µs, 16 streams {:5.1} µs",

@@ -68,6 +68,12 @@ pub trait Float:
     fn packed_gemv(p: &simd::Packed<Self>, bias: Option<&[Self]>, x: &[Self], y: &mut [Self]) {
         simd::packed_gemv_generic(p, bias, x, y)
     }
+    /// `y [B, rows] = x [B, cols] Wᵀ + bias` on weights in column panels ([`simd::Panels`]: the
+    /// products of several streams as one register-blocked matrix–matrix product).
+    #[inline]
+    fn panel_gemm(p: &simd::Panels<Self>, bias: Option<&[Self]>, x: &[Self], y: &mut [Self]) {
+        simd::panel_gemm_generic(p, bias, x, y)
+    }
     /// [`Float::packed_gemv`] on weights stored as bf16/f16 ([`simd::PackedHalf`]): the product
     /// with the rounded weights (f32: the SIMD layer, f32 arithmetic; others: portable loops).
     #[inline]
@@ -84,11 +90,19 @@ pub trait Float:
         }
     }
     /// One step of B streams of H channels of M diagonal complex modes with `B̄` folded into the
-    /// readout ([`simd::diag_steps`]): `c = [Re Ā, Im Ā, Re C̃, Im C̃]` (each `[H, M]`), states
-    /// `[B, H, 2, M]`, `u, y [B, H]`: `z ← Ā z + u`, `y = Re Σ C̃ z`.
+    /// readout ([`simd::diag_steps`]), channels interleaved in blocks of 16: `c = [Re Ā, Im Ā,
+    /// Re C̃, Im C̃]` (each `[⌈H/16⌉, M, 16]`, [`simd::interleave_modes`]), states
+    /// `[B, ⌈H/16⌉, 2, M, 16]`, `u, y [B, H]`: `z ← Ā z + u`, `y = Re Σ C̃ z`.
     #[inline]
-    fn diag_steps(c: [&[Self]; 4], m: usize, states: &mut [Self], u: &[Self], y: &mut [Self]) {
-        diag_steps_generic(c, m, states, u, y)
+    fn diag_steps(
+        c: [&[Self]; 4],
+        h: usize,
+        m: usize,
+        states: &mut [Self],
+        u: &[Self],
+        y: &mut [Self],
+    ) {
+        diag_steps_generic(c, h, m, states, u, y)
     }
     /// `exp` for the elementwise layers (GELU, GLU): exact `exp` in f64 (gradient checks); in f32 a
     /// branch-free polynomial (relative error ≤ 2e-7 on [−87, 88], clamped outside) that the
@@ -187,8 +201,15 @@ macro_rules! faer_matmul_impl {
 impl Float for f32 {
     faer_matmul_impl!(f32);
     #[inline]
-    fn diag_steps(c: [&[f32]; 4], m: usize, states: &mut [f32], u: &[f32], y: &mut [f32]) {
-        simd::diag_steps(c, m, states, u, y)
+    fn diag_steps(
+        c: [&[f32]; 4],
+        h: usize,
+        m: usize,
+        states: &mut [f32],
+        u: &[f32],
+        y: &mut [f32],
+    ) {
+        simd::diag_steps(c, h, m, states, u, y)
     }
     #[inline]
     fn gemv(w: &[f32], bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
@@ -201,6 +222,10 @@ impl Float for f32 {
     #[inline]
     fn packed_gemv(p: &simd::Packed<f32>, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
         simd::packed_gemv(p, bias, x, y)
+    }
+    #[inline]
+    fn panel_gemm(p: &simd::Panels<f32>, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
+        simd::panel_gemm(p, bias, x, y)
     }
     #[inline]
     fn packed_gemv_half(p: &simd::PackedHalf, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
@@ -359,6 +384,43 @@ mod tests {
                         "{isa} dot4 n={n}: {g} vs {w}"
                     );
                 }
+                // the column-panel product: rows around the 32-row panels, columns around the
+                // 128-column chunks (n up to 300), stream counts around the 3- and 6-stream tiles
+                for rows in [1usize, 31, 32, 33, 70] {
+                    let w = vals(rows * n, 7);
+                    let bias = vals(rows, 8);
+                    let panels = simd::Panels::new(&w, rows, n);
+                    let w64: Vec<f64> = w.iter().map(|v| *v as f64).collect();
+                    let panels64 = simd::Panels::new(&w64, rows, n);
+                    for batch in [1usize, 2, 3, 4, 6, 7, 13] {
+                        let x = vals(batch * n, 9);
+                        let x64: Vec<f64> = x.iter().map(|v| *v as f64).collect();
+                        for with_bias in [true, false] {
+                            let bv = with_bias.then_some(&bias[..]);
+                            let b64: Vec<f64> = bias.iter().map(|v| *v as f64).collect();
+                            let mut y = vec![f32::NAN; batch * rows];
+                            simd::panel_gemm_on(isa, &panels, bv, &x, &mut y);
+                            let mut yg = vec![f64::NAN; batch * rows];
+                            let bg = with_bias.then_some(&b64[..]);
+                            simd::panel_gemm_generic(&panels64, bg, &x64, &mut yg);
+                            for bb in 0..batch {
+                                for o in 0..rows {
+                                    let want = if with_bias { bias[o] as f64 } else { 0.0 }
+                                        + (0..n)
+                                            .map(|i| w[o * n + i] as f64 * x[bb * n + i] as f64)
+                                            .sum::<f64>();
+                                    let e = (y[bb * rows + o] as f64 - want).abs();
+                                    assert!(
+                                        e < 1e-5 * n as f64,
+                                        "{isa} panel_gemm n={n} rows={rows} B={batch}: {e:e}"
+                                    );
+                                    let e = (yg[bb * rows + o] - want).abs();
+                                    assert!(e < 1e-12 * n as f64, "panel_gemm_generic n={n}");
+                                }
+                            }
+                        }
+                    }
+                }
                 for rows in [1usize, 3, 4, 5, 9] {
                     let w = vals(rows * n, 3);
                     let bias = vals(rows, 4);
@@ -410,37 +472,109 @@ mod tests {
                     }
                 }
             }
-            // the folded diagonal recurrence: H = 3 channels, M modes, B = 2 streams, 3 steps
-            for m in [1usize, 7, 16, 17, 32, 33] {
-                let (h, batch) = (3usize, 2usize);
+            // the folded diagonal recurrence, channels interleaved in blocks of 16: H channels
+            // (within one block, exactly one, a partial second and third), M modes, B = 2 streams,
+            // 3 steps, against f64 sums on a channel-major reference state; the state's index
+            // written out from the layout's definition, not from the code's own mapping
+            for (h, m) in [
+                (3usize, 1usize),
+                (3, 7),
+                (16, 32),
+                (17, 16),
+                (33, 33),
+                (5, 17),
+            ] {
+                let batch = 2usize;
+                let blocks = h.div_ceil(16);
+                let sl = blocks * 2 * m * 16;
+                let at = |bb: usize, ch: usize, part: usize, j: usize| {
+                    bb * sl + ((ch / 16) * 2 + part) * m * 16 + j * 16 + ch % 16
+                };
                 let c: Vec<Vec<f32>> = (0..4).map(|k| vals(h * m, 10 + k)).collect();
                 // |Ā| < 1 as in a trained model
                 let ar: Vec<f32> = c[0].iter().map(|v| 0.6 * v).collect();
                 let ai: Vec<f32> = c[1].iter().map(|v| 0.6 * v).collect();
-                let mut st = vals(batch * h * 2 * m, 20);
-                let mut want_st: Vec<f64> = st.iter().map(|v| *v as f64).collect();
+                let il: Vec<Vec<f32>> = [&ar, &ai, &c[2], &c[3]]
+                    .iter()
+                    .map(|v| simd::interleave_modes(v, h, m))
+                    .collect();
+                for (k, v) in il.iter().enumerate() {
+                    assert_eq!(v.len(), blocks * m * 16);
+                    for ch in 0..blocks * 16 {
+                        for j in 0..m {
+                            let want = if ch < h {
+                                [&ar, &ai, &c[2], &c[3]][k][ch * m + j]
+                            } else {
+                                0.0
+                            };
+                            assert_eq!(v[((ch / 16) * m + j) * 16 + ch % 16], want);
+                        }
+                    }
+                }
+                let il64: Vec<Vec<f64>> = il
+                    .iter()
+                    .map(|v| v.iter().map(|x| *x as f64).collect())
+                    .collect();
+                let mut st = vec![0f32; batch * sl];
+                let mut want_st = vec![[0f64; 2]; batch * h * m];
+                let init = vals(batch * h * 2 * m, 20);
+                for bb in 0..batch {
+                    for ch in 0..h {
+                        for j in 0..m {
+                            for part in 0..2 {
+                                let v = init[((bb * h + ch) * m + j) * 2 + part];
+                                st[at(bb, ch, part, j)] = v;
+                                want_st[(bb * h + ch) * m + j][part] = v as f64;
+                            }
+                        }
+                    }
+                }
                 for t in 0..3 {
                     let u = vals(batch * h, 30 + t);
                     let mut y = vec![0f32; batch * h];
-                    simd::diag_steps_on(isa, [&ar, &ai, &c[2], &c[3]], m, &mut st, &u, &mut y);
+                    let cs = [&il[0][..], &il[1][..], &il[2][..], &il[3][..]];
+                    // the portable path for any element type, in f64, from the same state
+                    let mut st64: Vec<f64> = st.iter().map(|v| *v as f64).collect();
+                    let u64: Vec<f64> = u.iter().map(|v| *v as f64).collect();
+                    let mut y64 = vec![0f64; batch * h];
+                    let cs64 = [&il64[0][..], &il64[1][..], &il64[2][..], &il64[3][..]];
+                    simd::diag_steps_generic(cs64, h, m, &mut st64, &u64, &mut y64);
+                    simd::diag_steps_on(isa, cs, h, m, &mut st, &u, &mut y);
                     for bb in 0..batch {
-                        for hh in 0..h {
-                            let (mut want_y, o) = (0.0f64, (bb * h + hh) * 2 * m);
-                            for i in 0..m {
-                                let j = hh * m + i;
-                                let (zr, zi) = (want_st[o + i], want_st[o + m + i]);
+                        for ch in 0..h {
+                            let mut want_y = 0.0f64;
+                            for j in 0..m {
+                                let k = ch * m + j;
+                                let [zr, zi] = want_st[(bb * h + ch) * m + j];
                                 let nr =
-                                    ar[j] as f64 * zr - ai[j] as f64 * zi + u[bb * h + hh] as f64;
-                                let ni = ar[j] as f64 * zi + ai[j] as f64 * zr;
-                                (want_st[o + i], want_st[o + m + i]) = (nr, ni);
-                                want_y += c[2][j] as f64 * nr - c[3][j] as f64 * ni;
+                                    ar[k] as f64 * zr - ai[k] as f64 * zi + u[bb * h + ch] as f64;
+                                let ni = ar[k] as f64 * zi + ai[k] as f64 * zr;
+                                want_st[(bb * h + ch) * m + j] = [nr, ni];
+                                want_y += c[2][k] as f64 * nr - c[3][k] as f64 * ni;
+                                for (part, w) in [nr, ni].into_iter().enumerate() {
+                                    let g = st[at(bb, ch, part, j)] as f64;
+                                    assert!(
+                                        (g - w).abs() < 1e-5,
+                                        "{isa} diag_steps h={h} m={m} state"
+                                    );
+                                    // the f64 path from the f32 path's previous state: within
+                                    // the f32 state's own rounding of the reference
+                                    let g64 = st64[at(bb, ch, part, j)];
+                                    assert!((g64 - w).abs() < 1e-5, "diag_steps_generic state");
+                                }
                             }
-                            let e = (y[bb * h + hh] as f64 - want_y).abs();
-                            assert!(e < 1e-5 * m as f64, "{isa} diag_steps m={m} y: {e:e}");
+                            let e = (y[bb * h + ch] as f64 - want_y).abs();
+                            assert!(e < 1e-5 * m as f64, "{isa} diag_steps h={h} m={m} y: {e:e}");
+                            let e = (y64[bb * h + ch] - want_y).abs();
+                            assert!(e < 1e-5 * m as f64, "diag_steps_generic h={h} m={m} y");
                         }
-                    }
-                    for (g, w) in st.iter().zip(&want_st) {
-                        assert!((*g as f64 - w).abs() < 1e-5, "{isa} diag_steps m={m} state");
+                        // the padding channels' state stays exactly 0
+                        for ch in h..blocks * 16 {
+                            for j in 0..m {
+                                assert_eq!(st[at(bb, ch, 0, j)], 0.0);
+                                assert_eq!(st[at(bb, ch, 1, j)], 0.0);
+                            }
+                        }
                     }
                 }
             }

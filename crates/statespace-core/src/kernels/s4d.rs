@@ -35,6 +35,7 @@
 use crate::engine::float::Float;
 use crate::engine::gemm::Gemm;
 use crate::engine::params::{ParamId, ParamKind, ParamStore};
+use crate::engine::simd;
 use crate::error::Error;
 use crate::kernels::discretize::{Disc, MIN_NEG_REAL, Mode, clamped_real, discretize};
 use crate::kernels::{SequenceKernel, Stepper};
@@ -558,12 +559,14 @@ impl<T: Float> SequenceKernel<T> for S4dKernel {
                 v.iter().map(|z| T::of(z.im)).collect(),
             ]
         };
-        let [ar, ai] = split(&|j| me.modes[j].z.exp());
+        let (h, m) = (me.cfg.channels, me.modes_per_channel());
+        let il = |v: Vec<T>| simd::interleave_modes(&v, h, m);
+        let [ar, ai] = split(&|j| me.modes[j].z.exp()).map(il);
         // B̄ folded into the readout: C̃ = 2C·B̄, the state z = x / B̄ (see engine::simd::diag_steps)
-        let [cr, ci] = split(&|j| me.c[j] * 2.0 * me.b[j] * me.modes[j].w);
+        let [cr, ci] = split(&|j| me.c[j] * 2.0 * me.b[j] * me.modes[j].w).map(il);
         Ok(Box::new(DiagStepper {
-            h: me.cfg.channels,
-            m: me.modes_per_channel(),
+            h,
+            m,
             ar,
             ai,
             cr,
@@ -574,23 +577,24 @@ impl<T: Float> SequenceKernel<T> for S4dKernel {
 
 /// The recurrent form of a diagonal kernel with `B̄` folded into the readout: per mode
 /// `z ← Ā z + u`, `y = Re Σ C̃ z` with `C̃ = 2C·B̄` (the state `z = x / B̄`; four coefficient arrays
-/// per step instead of six). State per channel: the M real parts, then the M imaginary parts
-/// (`[H, 2, M]`), so the update runs as plain vector loops over the modes.
+/// per step instead of six). Channels interleaved in blocks of 16 ([`simd::diag_steps`]): the
+/// coefficients `[⌈H/16⌉, M, 16]`, the state of a stream `[⌈H/16⌉, 2, M, 16]`, so a vector holds one
+/// mode of several channels and the update runs without horizontal sums.
 #[derive(Debug)]
 pub struct DiagStepper<T> {
     h: usize,
     m: usize,
-    /// Ā = e^{z}, `[H, M]` real and imaginary parts.
+    /// Ā = e^{z}, `[⌈H/16⌉, M, 16]` real and imaginary parts.
     ar: Vec<T>,
     ai: Vec<T>,
-    /// C̃ = 2C·B̄, `[H, M]` (y = Re C̃·z).
+    /// C̃ = 2C·B̄, `[⌈H/16⌉, M, 16]` (y = Re C̃·z).
     cr: Vec<T>,
     ci: Vec<T>,
 }
 
 impl<T: Float> Stepper<T> for DiagStepper<T> {
     fn state_len(&self) -> usize {
-        2 * self.h * self.m
+        simd::diag_state_len(self.h, self.m)
     }
 
     fn step(&self, state: &mut [T], u: &[T], y: &mut [T]) {
@@ -599,6 +603,6 @@ impl<T: Float> Stepper<T> for DiagStepper<T> {
 
     fn step_batch(&self, states: &mut [T], u: &[T], y: &mut [T]) {
         let c = [&self.ar[..], &self.ai[..], &self.cr[..], &self.ci[..]];
-        T::diag_steps(c, self.m, states, u, y);
+        T::diag_steps(c, self.h, self.m, states, u, y);
     }
 }

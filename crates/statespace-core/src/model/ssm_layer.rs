@@ -303,15 +303,16 @@ impl<T: Float> SsmLayer<T> {
         let _ = batch;
     }
 
-    /// The output projection packed for [`SsmLayer::step`] (one sequential read per step), in the
-    /// model's type or rounded to `half` (an error names a weight beyond the format's range).
+    /// The output projection packed for [`SsmLayer::step`] of `batch` streams ([`Linear::pack`]),
+    /// in the model's type or rounded to `half` (an error names a weight beyond the format's range).
     pub fn pack_step(
         &self,
         store: &ParamStore<T>,
         half: Option<Half>,
+        batch: usize,
     ) -> Result<PackedWeights<T>, String> {
         match half {
-            None => Ok(self.out.pack(store)),
+            None => Ok(self.out.pack(store, batch)),
             Some(k) => self.out.pack_half(store, k),
         }
     }

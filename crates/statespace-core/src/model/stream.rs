@@ -120,7 +120,7 @@ impl<T: Float> Model<T> {
             .iter()
             .enumerate()
             .map(|(i, b)| {
-                b.ssm.pack_step(&self.store, half).map_err(|e| {
+                b.ssm.pack_step(&self.store, half, batch).map_err(|e| {
                     Error::Invalid(format!(
                         "blocks.{i}.ssm.out.weight as {}: {e}",
                         half.map_or("f32", |h| h.name())

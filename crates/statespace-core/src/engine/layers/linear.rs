@@ -4,16 +4,19 @@ use super::{keep_copy, resize, threads};
 use crate::engine::float::Float;
 use crate::engine::gemm::Gemm;
 use crate::engine::params::{ParamId, ParamKind, ParamStore};
-use crate::engine::simd::{Half, Packed, PackedHalf};
+use crate::engine::simd::{Half, Packed, PackedHalf, Panels};
 use rand::Rng;
 use rayon::prelude::*;
 
-/// A [`Linear`]'s weights as the recurrent step reads them: f32 (or f64) [`Packed`], or rounded to
-/// bf16/f16 ([`PackedHalf`], half the bytes).
+/// A [`Linear`]'s weights as the recurrent step reads them: f32 (or f64) [`Packed`] for one
+/// stream, in column [`Panels`] for several, or rounded to bf16/f16 ([`PackedHalf`], half the bytes).
 #[derive(Debug, Clone)]
 pub enum PackedWeights<T> {
-    /// The model's own values.
+    /// The model's own values, packed for one stream (one sequential read per step).
     Full(Packed<T>),
+    /// The model's own values in column panels, for several streams (a register-blocked
+    /// matrix–matrix product per step).
+    Panels(Panels<T>),
     /// Rounded to a 16-bit format.
     Half(PackedHalf),
 }
@@ -23,6 +26,7 @@ impl<T: Copy + Default> PackedWeights<T> {
     pub fn rows(&self) -> usize {
         match self {
             PackedWeights::Full(p) => p.rows(),
+            PackedWeights::Panels(p) => p.rows(),
             PackedWeights::Half(p) => p.rows(),
         }
     }
@@ -30,6 +34,7 @@ impl<T: Copy + Default> PackedWeights<T> {
     pub fn cols(&self) -> usize {
         match self {
             PackedWeights::Full(p) => p.cols(),
+            PackedWeights::Panels(p) => p.cols(),
             PackedWeights::Half(p) => p.cols(),
         }
     }
@@ -37,6 +42,7 @@ impl<T: Copy + Default> PackedWeights<T> {
     pub fn bytes(&self) -> usize {
         match self {
             PackedWeights::Full(p) => std::mem::size_of_val(p.data()),
+            PackedWeights::Panels(p) => std::mem::size_of_val(p.data()),
             PackedWeights::Half(p) => p.rows().div_ceil(4) * p.cols().div_ceil(16) * 64 * 2,
         }
     }
@@ -200,13 +206,15 @@ impl<T: Float> Linear<T> {
         T::gemv_batch(w, bias, x, cin, y);
     }
 
-    /// The weights packed for [`Linear::step_packed`] (a copy; pack again after the weights change).
-    pub fn pack(&self, store: &ParamStore<T>) -> PackedWeights<T> {
-        PackedWeights::Full(crate::engine::simd::Packed::new(
-            store.value(self.w),
-            self.cout,
-            self.cin,
-        ))
+    /// The weights packed for [`Linear::step_packed`] of `batch` streams (a copy; pack again after
+    /// the weights change): [`Packed`] for one stream, [`Panels`] for several.
+    pub fn pack(&self, store: &ParamStore<T>, batch: usize) -> PackedWeights<T> {
+        let w = store.value(self.w);
+        if batch > 1 {
+            PackedWeights::Panels(Panels::new(w, self.cout, self.cin))
+        } else {
+            PackedWeights::Full(Packed::new(w, self.cout, self.cin))
+        }
     }
 
     /// The weights rounded to a 16-bit format and packed for [`Linear::step_packed`] (f32
@@ -219,8 +227,9 @@ impl<T: Float> Linear<T> {
     }
 
     /// [`Linear::step`] on weights packed by [`Linear::pack`] or [`Linear::pack_half`]: at batch 1,
-    /// one sequential read of the weights (several streams on f32 weights run [`Linear::step`]; on
-    /// half weights, the packed product for every batch).
+    /// one sequential read of the weights; several streams on panels, a register-blocked
+    /// matrix–matrix product (on row-block packed f32 weights, [`Linear::step`]; on half weights, the
+    /// packed product for every batch).
     pub fn step_packed(
         &self,
         store: &ParamStore<T>,
@@ -247,6 +256,7 @@ impl<T: Float> Linear<T> {
                 }
                 T::packed_gemv(p, bias, x, y);
             }
+            PackedWeights::Panels(p) => T::panel_gemm(p, bias, x, y),
             PackedWeights::Half(p) => T::packed_gemv_half(p, bias, x, y),
         }
     }

@@ -4,7 +4,7 @@
 use num_traits::{Float, NumAssign};
 
 /// `Σ x_i` with 8 partial sums (vectorizes; a plain `.sum()` is one dependent chain).
-#[inline]
+#[inline(always)]
 pub fn sum<T: Float + NumAssign>(xs: &[T]) -> T {
     let mut acc = [T::zero(); 8];
     let ch = xs.chunks_exact(8);
@@ -56,34 +56,40 @@ pub fn gemv_generic<T: Float + NumAssign>(
 }
 
 /// Portable path of `Float::diag_steps`: `B` streams of `H` channels of `M` diagonal complex modes
-/// with `B̄` folded into the readout, `c = [Re Ā, Im Ā, Re C̃, Im C̃]` (each `[H, M]`), states
-/// `[B, H, 2, M]` (per channel the M real parts, then the M imaginary parts), `u, y [B, H]`:
-/// `z ← Ā z + u`, `y = Re Σ C̃ z`. Channel-major, so each channel's coefficients are read once for
-/// all streams.
+/// with `B̄` folded into the readout, in the interleaved layout of [`super::diag_steps`]:
+/// `c = [Re Ā, Im Ā, Re C̃, Im C̃]` (each `[G, M, 16]`, `G = ⌈H/16⌉`), states `[B, G, 2, M, 16]`,
+/// `u, y [B, H]`: `z ← Ā z + u`, `y = Re Σ C̃ z`.
 pub fn diag_steps_generic<T: Float + NumAssign>(
     c: [&[T]; 4],
+    h: usize,
     m: usize,
     states: &mut [T],
     u: &[T],
     y: &mut [T],
 ) {
+    use super::recurrence::{DIAG_BLOCK as W, check_diag, diag_blocks};
+    check_diag(c.map(|v| v.len()), h, m, states.len(), u.len(), y.len());
     let [ar, ai, cr, ci] = c;
-    let h = ar.len() / m.max(1);
-    let batch = u.len() / h.max(1);
-    for hh in 0..h {
-        let o = hh * m;
-        for b in 0..batch {
-            let st = &mut states[(b * h + hh) * 2 * m..(b * h + hh + 1) * 2 * m];
-            let (zr, zi) = st.split_at_mut(m);
-            let uv = u[b * h + hh];
-            let mut acc = T::zero();
-            for i in 0..m {
-                let (a, bb) = (ar[o + i], ai[o + i]);
-                let (nr, ni) = (a * zr[i] - bb * zi[i] + uv, a * zi[i] + bb * zr[i]);
-                (zr[i], zi[i]) = (nr, ni);
-                acc += cr[o + i] * nr - ci[o + i] * ni;
+    let (blocks, gsz) = (diag_blocks(h), m * W);
+    for (b, st) in states.chunks_exact_mut(blocks * 2 * gsz).enumerate() {
+        for g in 0..blocks {
+            let (ch0, w) = (g * W, (h - g * W).min(W));
+            let (zr, zi) = st[g * 2 * gsz..(g + 1) * 2 * gsz].split_at_mut(gsz);
+            let mut acc = [T::zero(); W];
+            let mut uv = [T::zero(); W];
+            uv[..w].copy_from_slice(&u[b * h + ch0..b * h + ch0 + w]);
+            for j in 0..m {
+                for l in 0..W {
+                    let (i, k) = (j * W + l, g * gsz + j * W + l);
+                    let (nr, ni) = (
+                        ar[k] * zr[i] - ai[k] * zi[i] + uv[l],
+                        ar[k] * zi[i] + ai[k] * zr[i],
+                    );
+                    (zr[i], zi[i]) = (nr, ni);
+                    acc[l] += cr[k] * nr - ci[k] * ni;
+                }
             }
-            y[b * h + hh] = acc;
+            y[b * h + ch0..b * h + ch0 + w].copy_from_slice(&acc[..w]);
         }
     }
 }

@@ -29,6 +29,7 @@ mod gemv;
 pub mod generic;
 mod half;
 mod packed;
+mod panel;
 mod peak;
 mod recurrence;
 
@@ -37,8 +38,11 @@ pub use gemv::{gemv, gemv_batch, gemv_batch_on, gemv_on};
 pub use generic::{diag_steps_generic, dot_generic, gemv_batch_generic, gemv_generic, sum};
 pub use half::{Half, PackedHalf, packed_gemv_half, packed_gemv_half_on};
 pub use packed::{Packed, packed_gemv, packed_gemv_generic, packed_gemv_on};
+pub use panel::{KC, PANEL, Panels, panel_gemm, panel_gemm_generic, panel_gemm_on};
 pub use peak::{fma_peak, fma_peak_on};
-pub use recurrence::{diag_steps, diag_steps_on};
+pub use recurrence::{
+    DIAG_BLOCK, diag_blocks, diag_state_len, diag_steps, diag_steps_on, interleave_modes,
+};
 
 /// The environment variable that forces an instruction set (`avx512`, `avx2`, `neon`, `portable`).
 pub const ISA_ENV: &str = "STATESPACE_ISA";
