@@ -1,7 +1,7 @@
 //! Where the batched recurrent step's time goes (f32, one thread): the whole step of the
 //! `statespace bench` stack next to its two big parts run alone over the same buffers, six layers
 //! deep — the packed output products `[B, H]·[2H, H]ᵀ`, the diagonal recurrence over the states
-//! `[B, G, 2, M, 16]` — and next to plain passes over the same bytes (a read of the weights, a
+//! `[B, G, M, 2, 16]` — and next to plain passes over the same bytes (a read of the weights, a
 //! read-modify-write of the states), so each part can be held to its own floor:
 //! `cargo run --release -p statespace-bench --example step_breakdown [-- LAYERS H N BATCH SECS]`.
 use statespace_core::engine::simd::{
@@ -90,7 +90,7 @@ fn main() {
     show("output products alone (column panels)", wbytes, t);
     println!("{:<44} {:.1} GFLOP/s at the median", "", flops / t.0 / 1e9);
 
-    // the recurrence alone: six layers' coefficients [4, G, M, 16], states [B, G, 2, M, 16]
+    // the recurrence alone: six layers' coefficients [4, G, M, 16], states [B, G, M, 2, 16]
     let clen = diag_state_len(h, m) / 2;
     let coef: Vec<Vec<Vec<f32>>> = (0..layers)
         .map(|l| {

@@ -92,7 +92,7 @@ pub trait Float:
     /// One step of B streams of H channels of M diagonal complex modes with `B̄` folded into the
     /// readout ([`simd::diag_steps`]), channels interleaved in blocks of 16: `c = [Re Ā, Im Ā,
     /// Re C̃, Im C̃]` (each `[⌈H/16⌉, M, 16]`, [`simd::interleave_modes`]), states
-    /// `[B, ⌈H/16⌉, 2, M, 16]`, `u, y [B, H]`: `z ← Ā z + u`, `y = Re Σ C̃ z`.
+    /// `[B, ⌈H/16⌉, M, 2, 16]`, `u, y [B, H]`: `z ← Ā z + u`, `y = Re Σ C̃ z`.
     #[inline]
     fn diag_steps(
         c: [&[Self]; 4],
@@ -488,7 +488,7 @@ mod tests {
                 let blocks = h.div_ceil(16);
                 let sl = blocks * 2 * m * 16;
                 let at = |bb: usize, ch: usize, part: usize, j: usize| {
-                    bb * sl + ((ch / 16) * 2 + part) * m * 16 + j * 16 + ch % 16
+                    bb * sl + (((ch / 16) * m + j) * 2 + part) * 16 + ch % 16
                 };
                 let c: Vec<Vec<f32>> = (0..4).map(|k| vals(h * m, 10 + k)).collect();
                 // |Ā| < 1 as in a trained model

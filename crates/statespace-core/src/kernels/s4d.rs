@@ -578,7 +578,7 @@ impl<T: Float> SequenceKernel<T> for S4dKernel {
 /// The recurrent form of a diagonal kernel with `B̄` folded into the readout: per mode
 /// `z ← Ā z + u`, `y = Re Σ C̃ z` with `C̃ = 2C·B̄` (the state `z = x / B̄`; four coefficient arrays
 /// per step instead of six). Channels interleaved in blocks of 16 ([`simd::diag_steps`]): the
-/// coefficients `[⌈H/16⌉, M, 16]`, the state of a stream `[⌈H/16⌉, 2, M, 16]`, so a vector holds one
+/// coefficients `[⌈H/16⌉, M, 16]`, the state of a stream `[⌈H/16⌉, M, 2, 16]`, so a vector holds one
 /// mode of several channels and the update runs without horizontal sums.
 #[derive(Debug)]
 pub struct DiagStepper<T> {

@@ -57,7 +57,7 @@ pub fn gemv_generic<T: Float + NumAssign>(
 
 /// Portable path of `Float::diag_steps`: `B` streams of `H` channels of `M` diagonal complex modes
 /// with `B̄` folded into the readout, in the interleaved layout of [`super::diag_steps`]:
-/// `c = [Re Ā, Im Ā, Re C̃, Im C̃]` (each `[G, M, 16]`, `G = ⌈H/16⌉`), states `[B, G, 2, M, 16]`,
+/// `c = [Re Ā, Im Ā, Re C̃, Im C̃]` (each `[G, M, 16]`, `G = ⌈H/16⌉`), states `[B, G, M, 2, 16]`,
 /// `u, y [B, H]`: `z ← Ā z + u`, `y = Re Σ C̃ z`.
 pub fn diag_steps_generic<T: Float + NumAssign>(
     c: [&[T]; 4],
@@ -74,18 +74,16 @@ pub fn diag_steps_generic<T: Float + NumAssign>(
     for (b, st) in states.chunks_exact_mut(blocks * 2 * gsz).enumerate() {
         for g in 0..blocks {
             let (ch0, w) = (g * W, (h - g * W).min(W));
-            let (zr, zi) = st[g * 2 * gsz..(g + 1) * 2 * gsz].split_at_mut(gsz);
+            let z = &mut st[g * 2 * gsz..(g + 1) * 2 * gsz];
             let mut acc = [T::zero(); W];
             let mut uv = [T::zero(); W];
             uv[..w].copy_from_slice(&u[b * h + ch0..b * h + ch0 + w]);
             for j in 0..m {
                 for l in 0..W {
-                    let (i, k) = (j * W + l, g * gsz + j * W + l);
-                    let (nr, ni) = (
-                        ar[k] * zr[i] - ai[k] * zi[i] + uv[l],
-                        ar[k] * zi[i] + ai[k] * zr[i],
-                    );
-                    (zr[i], zi[i]) = (nr, ni);
+                    let (i, k) = (2 * j * W + l, g * gsz + j * W + l);
+                    let (zr, zi) = (z[i], z[i + W]);
+                    let (nr, ni) = (ar[k] * zr - ai[k] * zi + uv[l], ar[k] * zi + ai[k] * zr);
+                    (z[i], z[i + W]) = (nr, ni);
                     acc[l] += cr[k] * nr - ci[k] * ni;
                 }
             }

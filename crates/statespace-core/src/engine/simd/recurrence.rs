@@ -10,15 +10,16 @@
 //!
 //! **Layout: channels interleaved in blocks of [`DIAG_BLOCK`] = 16.** The H channels are padded to
 //! `G = ⌈H/16⌉` blocks; each coefficient array is `[G, M, 16]` (mode j of the block's 16 channels side
-//! by side, padding channels zero), the state of a stream `[G, 2, M, 16]` (the real parts, then the
-//! imaginary parts). A vector then holds one mode of 16 / lanes channels, and a block's 16 outputs
+//! by side, padding channels zero), the state of a stream `[G, M, 2, 16]` (per mode the 16 real
+//! parts, then the 16 imaginary parts: one sequential pass over the state). A vector then holds one mode of 16 / lanes channels, and a block's 16 outputs
 //! are 16 / lanes accumulators summed over the modes — no horizontal reduction, no tail of modes for
 //! any M, the same code for every lane width (AVX-512: 1 vector per mode, AVX2: 2, NEON: 4, the scalar
 //! fallback: 16). Measured on the AVX2 machine, the channel-major layout `[H, 2, M]` spent a third of
 //! the recurrence in the per-channel reductions at M = 32 (4 vectors per channel). Padding channels
 //! have `Ā = C̃ = 0` and input 0, so their state stays 0 and their output is never stored.
-//! Stream by stream, so each stream's state is one sequential read (the coefficients come from L2
-//! for the streams after the first).
+//! Stream by stream, so each stream's state is one sequential pass (the coefficients come from L2
+//! for the streams after the first; block-major order, which keeps a block's 8 KiB of
+//! coefficients in L1 for all streams, measured the same on the AVX2 machine).
 
 use super::{Isa, dispatch_on, fma, isa};
 use num_traits::Zero;
@@ -109,14 +110,13 @@ fn run<S: Simd, const V: usize>(s: S, op: DiagSteps<'_>) {
                 S::as_simd_f32s(&c[3][o]).0,
             ];
             let s0 = (b * blocks + g) * 2 * gsz;
-            let (zr, zi) = states[s0..s0 + 2 * gsz].split_at_mut(gsz);
-            let (zr, zi) = (S::as_mut_simd_f32s(zr).0, S::as_mut_simd_f32s(zi).0);
-            assert!(cs.iter().all(|v| v.len() == nv) && zr.len() == nv && zi.len() == nv);
+            let z = S::as_mut_simd_f32s(&mut states[s0..s0 + 2 * gsz]).0;
+            assert!(cs.iter().all(|v| v.len() == nv) && z.len() == 2 * nv);
             let (mut acc_r, mut acc_i) = ([zero; V], [zero; V]);
             for j in 0..m {
                 let (ar, ai) = (&cs[0][j * V..j * V + V], &cs[1][j * V..j * V + V]);
                 let (cr, ci) = (&cs[2][j * V..j * V + V], &cs[3][j * V..j * V + V]);
-                let (zr, zi) = (&mut zr[j * V..j * V + V], &mut zi[j * V..j * V + V]);
+                let (zr, zi) = z[2 * j * V..2 * j * V + 2 * V].split_at_mut(V);
                 for v in 0..V {
                     let (x, yv) = (zr[v], zi[v]);
                     let nr = fma(s, ar[v], x, s.sub_f32s(uv[v], s.mul_f32s(ai[v], yv)));
@@ -139,7 +139,7 @@ fn run<S: Simd, const V: usize>(s: S, op: DiagSteps<'_>) {
 
 /// One step of B streams of H channels of M diagonal modes in the interleaved layout (module doc):
 /// `c = [Re Ā, Im Ā, Re C̃, Im C̃]` (each `[G, M, 16]`, from [`interleave_modes`]), states
-/// `[B, G, 2, M, 16]`, `u, y [B, H]`; `z ← Ā z + u`, `y = Re Σ C̃ z`; on [`isa`].
+/// `[B, G, M, 2, 16]`, `u, y [B, H]`; `z ← Ā z + u`, `y = Re Σ C̃ z`; on [`isa`].
 #[inline]
 pub fn diag_steps(
     c: [&[f32]; 4],
