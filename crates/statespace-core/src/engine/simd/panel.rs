@@ -9,8 +9,8 @@
 //! With B streams the step's products are `[B, cols]·[cols, rows]`, 2·B·rows·cols FLOPs on weights
 //! read once: compute-bound from a few streams on. The row-block products ([`super::packed_gemv`],
 //! [`super::gemv_batch`]) keep one accumulator per row and stream and end every row in a horizontal
-//! sum; here a tile of `NB` streams × `VH` vectors of a panel (6 × 2 accumulators on AVX2, AVX-512
-//! and NEON) takes per column `VH` loads of the panel and `NB` broadcasts of `x` for `NB · VH`
+//! sum; here a tile of `NB` streams × `VH` vectors of a panel (5 × 2 accumulators on AVX2, 6 × 2 on
+//! AVX-512 and NEON) takes per column `VH` loads of the panel and `NB` broadcasts of `x` for `NB · VH`
 //! FMAs — FMA-bound, no reductions. The columns go in chunks of
 //! [`KC`] (a panel chunk of 16 KiB stays in L1 for every stream tile).
 
@@ -112,8 +112,9 @@ impl WithSimd for PanelGemm<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) {
         // a tile is NB streams × VH vectors of outputs: NB·VH accumulators, VH panel vectors and
-        // one broadcast live at once — 6 × 2 + 2 + 1 = 15 of the 16 AVX2 registers (the BLIS
-        // shape); 3 × 4 (a whole 32-output panel) spilled accumulators to the stack on AVX2
+        // the broadcasts live at once. On AVX2 (16 registers) 3 × 4 (a whole 32-output panel)
+        // and 6 × 2 both spilled an accumulator to the stack (the compiler keeps two broadcasts
+        // in flight), which put a store-to-load round trip on an FMA chain; 5 × 2 + 2 + 2 fits
         match PANEL / S::F32_LANES {
             1 => run::<S, 1, 1, 6>(s, self),
             2 => run::<S, 2, 2, 6>(s, self),
