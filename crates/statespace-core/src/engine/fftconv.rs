@@ -132,21 +132,30 @@ impl<T: Float> FftConv<T> {
             || (vec![Complex::<T>::default(); bins], c2r.make_scratch_vec()),
             |(acc, s2), (ch, dkh)| {
                 acc.iter_mut().for_each(|a| *a = Complex::default());
-                for b in 0..batch {
-                    let off = (b * h + ch) * bins;
-                    for ((a, g), u) in acc
-                        .iter_mut()
-                        .zip(&dyf[off..off + bins])
-                        .zip(&uf[off..off + bins])
-                    {
-                        *a += *g * u.conj();
-                    }
-                }
+                // the elementwise loops in the dispatched instruction set (module doc of simd)
+                crate::engine::simd::with_isa(
+                    #[inline(always)]
+                    || {
+                        for b in 0..batch {
+                            let off = (b * h + ch) * bins;
+                            for ((a, g), u) in acc
+                                .iter_mut()
+                                .zip(&dyf[off..off + bins])
+                                .zip(&uf[off..off + bins])
+                            {
+                                *a += *g * u.conj();
+                            }
+                        }
+                    },
+                );
                 acc[0].im = T::zero();
                 acc[bins - 1].im = T::zero();
                 c2r.process_with_scratch(acc, dkh, s2)
                     .expect("fft sizes match");
-                dkh.iter_mut().for_each(|v| *v *= scale);
+                crate::engine::simd::with_isa(
+                    #[inline(always)]
+                    || dkh.iter_mut().for_each(|v| *v *= scale),
+                );
             },
         );
     }
@@ -190,16 +199,32 @@ fn filter_rows<T: Float>(
                 r2c.process_with_scratch(buf, xf, s1)
                     .expect("fft sizes match");
                 let kh = &kf[ch * bins..(ch + 1) * bins];
-                for ((s, a), b) in spec.iter_mut().zip(xf.iter()).zip(kh) {
-                    *s = *a * if conj { b.conj() } else { *b };
-                }
+                crate::engine::simd::with_isa(
+                    #[inline(always)]
+                    || {
+                        if conj {
+                            for ((s, a), b) in spec.iter_mut().zip(xf.iter()).zip(kh) {
+                                *s = *a * b.conj();
+                            }
+                        } else {
+                            for ((s, a), b) in spec.iter_mut().zip(xf.iter()).zip(kh) {
+                                *s = *a * *b;
+                            }
+                        }
+                    },
+                );
                 spec[0].im = T::zero();
                 spec[bins - 1].im = T::zero();
                 c2r.process_with_scratch(spec, buf, s2)
                     .expect("fft sizes match");
-                for (yv, bv) in yr.iter_mut().zip(&buf[..len]) {
-                    *yv = *bv * scale;
-                }
+                crate::engine::simd::with_isa(
+                    #[inline(always)]
+                    || {
+                        for (yv, bv) in yr.iter_mut().zip(&buf[..len]) {
+                            *yv = *bv * scale;
+                        }
+                    },
+                );
             },
         );
 }

@@ -62,32 +62,39 @@ impl<T: Float> LayerNorm<T> {
             .zip(self.rstd.par_chunks_mut(len))
             .zip(x.par_chunks(c * len))
             .for_each(|(((yb, hb), rb), xb)| {
-                let mut mean = vec![T::zero(); len];
-                for ch in 0..c {
-                    for (m, v) in mean.iter_mut().zip(&xb[ch * len..(ch + 1) * len]) {
-                        *m += *v;
-                    }
-                }
-                mean.iter_mut().for_each(|m| *m *= inv_c);
-                let mut var = vec![T::zero(); len];
-                for ch in 0..c {
-                    for ((s, v), m) in var.iter_mut().zip(&xb[ch * len..(ch + 1) * len]).zip(&mean)
-                    {
-                        let d = *v - *m;
-                        *s += d * d;
-                    }
-                }
-                for (r, s) in rb.iter_mut().zip(&var) {
-                    *r = T::one() / (*s * inv_c + eps).sqrt();
-                }
-                for ch in 0..c {
-                    let (g, bt) = (gamma[ch], beta[ch]);
-                    for l in 0..len {
-                        let h = (xb[ch * len + l] - mean[l]) * rb[l];
-                        hb[ch * len + l] = h;
-                        yb[ch * len + l] = g * h + bt;
-                    }
-                }
+                // compiled for the dispatched instruction set (without it: SSE code, measured)
+                crate::engine::simd::with_isa(
+                    #[inline(always)]
+                    || {
+                        let mut mean = vec![T::zero(); len];
+                        for ch in 0..c {
+                            for (m, v) in mean.iter_mut().zip(&xb[ch * len..(ch + 1) * len]) {
+                                *m += *v;
+                            }
+                        }
+                        mean.iter_mut().for_each(|m| *m *= inv_c);
+                        let mut var = vec![T::zero(); len];
+                        for ch in 0..c {
+                            for ((s, v), m) in
+                                var.iter_mut().zip(&xb[ch * len..(ch + 1) * len]).zip(&mean)
+                            {
+                                let d = *v - *m;
+                                *s += d * d;
+                            }
+                        }
+                        for (r, s) in rb.iter_mut().zip(&var) {
+                            *r = T::one() / (*s * inv_c + eps).sqrt();
+                        }
+                        for ch in 0..c {
+                            let (g, bt) = (gamma[ch], beta[ch]);
+                            for l in 0..len {
+                                let h = (xb[ch * len + l] - mean[l]) * rb[l];
+                                hb[ch * len + l] = h;
+                                yb[ch * len + l] = g * h + bt;
+                            }
+                        }
+                    },
+                )
             });
     }
 
@@ -105,33 +112,40 @@ impl<T: Float> LayerNorm<T> {
             .zip(self.xhat.par_chunks(c * len))
             .zip(self.rstd.par_chunks(len))
             .map(|(((dxb, dyb), hb), rb)| {
-                let mut m1 = vec![T::zero(); len];
-                let mut m2 = vec![T::zero(); len];
-                let mut dg = vec![T::zero(); c];
-                let mut dbt = vec![T::zero(); c];
-                for ch in 0..c {
-                    let g = gamma[ch];
-                    let (dr, hr) = (
-                        &dyb[ch * len..(ch + 1) * len],
-                        &hb[ch * len..(ch + 1) * len],
-                    );
-                    // reductions over l (SIMD dot products), then elementwise sums over channels
-                    dg[ch] = T::dot(dr, hr);
-                    dbt[ch] = crate::engine::simd::sum(dr);
-                    for ((a, b), (d, h)) in m1.iter_mut().zip(m2.iter_mut()).zip(dr.iter().zip(hr))
-                    {
-                        *a += g * *d;
-                        *b += g * *d * *h;
-                    }
-                }
-                for ch in 0..c {
-                    let g = gamma[ch];
-                    for l in 0..len {
-                        let i = ch * len + l;
-                        dxb[i] = rb[l] * (g * dyb[i] - m1[l] * inv_c - hb[i] * m2[l] * inv_c);
-                    }
-                }
-                (dg, dbt)
+                crate::engine::simd::with_isa(
+                    #[inline(always)]
+                    || {
+                        let mut m1 = vec![T::zero(); len];
+                        let mut m2 = vec![T::zero(); len];
+                        let mut dg = vec![T::zero(); c];
+                        let mut dbt = vec![T::zero(); c];
+                        for ch in 0..c {
+                            let g = gamma[ch];
+                            let (dr, hr) = (
+                                &dyb[ch * len..(ch + 1) * len],
+                                &hb[ch * len..(ch + 1) * len],
+                            );
+                            // reductions over l (SIMD dot products), then elementwise sums over channels
+                            dg[ch] = T::dot(dr, hr);
+                            dbt[ch] = crate::engine::simd::sum(dr);
+                            for ((a, b), (d, h)) in
+                                m1.iter_mut().zip(m2.iter_mut()).zip(dr.iter().zip(hr))
+                            {
+                                *a += g * *d;
+                                *b += g * *d * *h;
+                            }
+                        }
+                        for ch in 0..c {
+                            let g = gamma[ch];
+                            for l in 0..len {
+                                let i = ch * len + l;
+                                dxb[i] =
+                                    rb[l] * (g * dyb[i] - m1[l] * inv_c - hb[i] * m2[l] * inv_c);
+                            }
+                        }
+                        (dg, dbt)
+                    },
+                )
             })
             .collect();
         for (dg, dbt) in partial {
