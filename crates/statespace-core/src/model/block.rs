@@ -96,9 +96,14 @@ pub(crate) fn add_into<T: Float>(out: &mut Vec<T>, a: &[T], b: &[T]) {
         .zip(a.par_chunks(4096))
         .zip(b.par_chunks(4096))
         .for_each(|((o, a), b)| {
-            for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
-                *o = *a + *b;
-            }
+            crate::engine::simd::with_isa(
+                #[inline(always)]
+                || {
+                    for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
+                        *o = *a + *b;
+                    }
+                },
+            )
         });
 }
 
@@ -106,7 +111,12 @@ pub(crate) fn add_into<T: Float>(out: &mut Vec<T>, a: &[T], b: &[T]) {
 fn add_assign<T: Float>(a: &mut [T], b: &[T]) {
     a.par_chunks_mut(4096)
         .zip(b.par_chunks(4096))
-        .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += *b));
+        .for_each(|(a, b)| {
+            crate::engine::simd::with_isa(
+                #[inline(always)]
+                || a.iter_mut().zip(b).for_each(|(a, b)| *a += *b),
+            )
+        });
 }
 
 /// A residual block: norm and SSM layer, pre-norm `x + ssm(norm(x))` or post-norm

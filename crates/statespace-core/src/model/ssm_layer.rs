@@ -222,16 +222,10 @@ impl<T: Float> SsmLayer<T> {
                 });
         }
         self.map.forward(store, &self.u, batch, len, &mut self.c);
+        // the D skip fused into GELU: one pass over the rows
         let d = store.value(self.d);
-        self.c
-            .par_chunks_mut(len)
-            .zip(self.u.par_chunks(len))
-            .enumerate()
-            .for_each(|(row, (cr, ur))| {
-                let dv = d[row % h];
-                cr.iter_mut().zip(ur).for_each(|(c, u)| *c += dv * *u);
-            });
-        self.gelu.forward(&self.c, &mut self.a);
+        self.gelu
+            .forward_skip(&mut self.c, &self.u, d, h, len, &mut self.a);
         let dropped = self
             .dropout
             .forward(&self.a, len, train, seed, &mut self.a_dropped);
@@ -289,9 +283,14 @@ impl<T: Float> SsmLayer<T> {
             .enumerate()
             .for_each(|(row, ((dxr, dur), gr))| {
                 let dv = d[row % h];
-                for ((x, u), g) in dxr.iter_mut().zip(dur).zip(gr) {
-                    *x = *u + dv * *g;
-                }
+                crate::engine::simd::with_isa(
+                    #[inline(always)]
+                    || {
+                        for ((x, u), g) in dxr.iter_mut().zip(dur).zip(gr) {
+                            *x = *u + dv * *g;
+                        }
+                    },
+                )
             });
         if !self.lengths.is_empty() {
             let lens = &self.lengths;

@@ -36,6 +36,45 @@ impl<T: Float> Gelu<T> {
             });
     }
 
+    /// The D skip and GELU in one pass: per row `r` of `c [B·H, L]` (channel `r mod h`)
+    /// `c ← c + D[ch]·u`, `y = c Φ(c)` — `c` keeps the GELU's input for the backward.
+    pub fn forward_skip(
+        &mut self,
+        c: &mut [T],
+        u: &[T],
+        d: &[T],
+        h: usize,
+        len: usize,
+        y: &mut Vec<T>,
+    ) {
+        assert!(
+            u.len() == c.len() && d.len() >= h && len > 0 && c.len().is_multiple_of(len),
+            "Gelu::forward_skip: c, u [B·{h}, {len}], D [{h}]; got {}, {}, {}",
+            c.len(),
+            u.len(),
+            d.len()
+        );
+        resize(y, c.len());
+        let (half, r2) = (T::of(0.5), T::of(std::f64::consts::FRAC_1_SQRT_2));
+        y.par_chunks_mut(len)
+            .zip(c.par_chunks_mut(len))
+            .zip(u.par_chunks(len))
+            .enumerate()
+            .for_each(|(row, ((yr, cr), ur))| {
+                let dv = d[row % h];
+                crate::engine::simd::with_isa(
+                    #[inline(always)]
+                    || {
+                        for ((yv, cv), &uv) in yr.iter_mut().zip(cr.iter_mut()).zip(ur) {
+                            let x = *cv + dv * uv;
+                            *cv = x;
+                            *yv = half * x * (T::one() + (x * r2).erf());
+                        }
+                    },
+                )
+            });
+    }
+
     /// `dx = dy (Φ(x) + x φ(x))`, `x` the input of the forward.
     pub fn backward(&self, x: &[T], dy: &[T], dx: &mut Vec<T>) {
         resize(dx, dy.len());
