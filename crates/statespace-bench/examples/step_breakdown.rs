@@ -51,15 +51,15 @@ fn main() {
         return; // for a profiler: the whole step alone
     }
 
-    // the output products alone: six packed [2H, H] matrices, x [B, H] → y [B, 2H]
-    let w: Vec<Packed<f32>> = (0..layers)
+    // the output products alone: six [2H, H] matrices, x [B, H] → y [B, 2H]
+    let raw: Vec<Vec<f32>> = (0..layers)
         .map(|l| {
-            let v: Vec<f32> = (0..2 * h * h)
+            (0..2 * h * h)
                 .map(|i| ((i * 7 + l) % 23) as f32 * 1e-3 - 0.01)
-                .collect();
-            Packed::new(&v, 2 * h, h)
+                .collect()
         })
         .collect();
+    let w: Vec<Packed<f32>> = raw.iter().map(|v| Packed::new(v, 2 * h, h)).collect();
     let x: Vec<f32> = (0..batch * h).map(|i| (i % 5) as f32 * 0.1).collect();
     let mut y = vec![0f32; batch * 2 * h];
     let t = statespace_bench::time_it(200, secs, || {
@@ -73,14 +73,7 @@ fn main() {
     let flops = (layers * 2 * 2 * h * h * batch) as f64;
     println!("{:<44} {:.1} GFLOP/s at the median", "", flops / t.0 / 1e9);
     // the same products on column panels (what the step uses for batch > 1)
-    let panels: Vec<Panels<f32>> = (0..layers)
-        .map(|l| {
-            let v: Vec<f32> = (0..2 * h * h)
-                .map(|i| ((i * 7 + l) % 23) as f32 * 1e-3 - 0.01)
-                .collect();
-            Panels::new(&v, 2 * h, h)
-        })
-        .collect();
+    let panels: Vec<Panels<f32>> = raw.iter().map(|v| Panels::new(v, 2 * h, h)).collect();
     let t = statespace_bench::time_it(200, secs, || {
         for p in &panels {
             panel_gemm(p, None, &x, &mut y);
