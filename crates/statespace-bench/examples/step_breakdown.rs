@@ -5,7 +5,8 @@
 //! read-modify-write of the states), so each part can be held to its own floor:
 //! `cargo run --release -p statespace-bench --example step_breakdown [-- LAYERS H N BATCH SECS]`.
 use statespace_core::engine::simd::{
-    self, Packed, Panels, diag_state_len, diag_steps, packed_gemv, panel_gemm,
+    self, LanePanels, Packed, Panels, diag_state_len, diag_steps, lane_gemm, packed_gemv,
+    panel_gemm,
 };
 
 fn main() {
@@ -81,6 +82,16 @@ fn main() {
         std::hint::black_box(&y);
     });
     show("output products alone (column panels)", wbytes, t);
+    println!("{:<44} {:.1} GFLOP/s at the median", "", flops / t.0 / 1e9);
+    // the same products with the streams in the vector lanes
+    let lanes: Vec<LanePanels<f32>> = raw.iter().map(|v| LanePanels::new(v, 2 * h, h)).collect();
+    let t = statespace_bench::time_it(200, secs, || {
+        for p in &lanes {
+            lane_gemm(p, None, &x, &mut y);
+        }
+        std::hint::black_box(&y);
+    });
+    show("output products alone (streams in lanes)", wbytes, t);
     println!("{:<44} {:.1} GFLOP/s at the median", "", flops / t.0 / 1e9);
 
     // the recurrence alone: six layers' coefficients [4, G, M, 16], states [B, G, M, 2, 16]

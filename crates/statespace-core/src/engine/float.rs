@@ -74,6 +74,12 @@ pub trait Float:
     fn panel_gemm(p: &simd::Panels<Self>, bias: Option<&[Self]>, x: &[Self], y: &mut [Self]) {
         simd::panel_gemm_generic(p, bias, x, y)
     }
+    /// `y [B, rows] = x [B, cols] Wᵀ + bias` on weights in row tiles ([`simd::LanePanels`]: the
+    /// streams in the vector lanes, the weights read once for every chunk of streams).
+    #[inline]
+    fn lane_gemm(p: &simd::LanePanels<Self>, bias: Option<&[Self]>, x: &[Self], y: &mut [Self]) {
+        simd::lane_gemm_generic(p, bias, x, y)
+    }
     /// [`Float::packed_gemv`] on weights stored as bf16/f16 ([`simd::PackedHalf`]): the product
     /// with the rounded weights (f32: the SIMD layer, f32 arithmetic; others: portable loops).
     #[inline]
@@ -226,6 +232,10 @@ impl Float for f32 {
     #[inline]
     fn panel_gemm(p: &simd::Panels<f32>, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
         simd::panel_gemm(p, bias, x, y)
+    }
+    #[inline]
+    fn lane_gemm(p: &simd::LanePanels<f32>, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
+        simd::lane_gemm(p, bias, x, y)
     }
     #[inline]
     fn packed_gemv_half(p: &simd::PackedHalf, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
@@ -416,6 +426,44 @@ mod tests {
                                     );
                                     let e = (yg[bb * rows + o] - want).abs();
                                     assert!(e < 1e-12 * n as f64, "panel_gemm_generic n={n}");
+                                }
+                            }
+                        }
+                    }
+                }
+                // the stream-lane product: rows around the 6-row tiles, columns around the
+                // 256-column chunks (n up to 300), stream counts around whole and partial vectors
+                // and chunks (1 … 2 vectors on AVX2 and AVX-512, 4 on NEON, 2 streams portable)
+                for rows in [1usize, 5, 6, 7, 13] {
+                    let w = vals(rows * n, 10);
+                    let bias = vals(rows, 11);
+                    let lanes = simd::LanePanels::new(&w, rows, n);
+                    let w64: Vec<f64> = w.iter().map(|v| *v as f64).collect();
+                    let lanes64 = simd::LanePanels::new(&w64, rows, n);
+                    for batch in [1usize, 3, 8, 16, 17, 33, 40] {
+                        let x = vals(batch * n, 12);
+                        let x64: Vec<f64> = x.iter().map(|v| *v as f64).collect();
+                        for with_bias in [true, false] {
+                            let bv = with_bias.then_some(&bias[..]);
+                            let b64: Vec<f64> = bias.iter().map(|v| *v as f64).collect();
+                            let mut y = vec![f32::NAN; batch * rows];
+                            simd::lane_gemm_on(isa, &lanes, bv, &x, &mut y);
+                            let mut yg = vec![f64::NAN; batch * rows];
+                            let bg = with_bias.then_some(&b64[..]);
+                            simd::lane_gemm_generic(&lanes64, bg, &x64, &mut yg);
+                            for bb in 0..batch {
+                                for o in 0..rows {
+                                    let want = if with_bias { bias[o] as f64 } else { 0.0 }
+                                        + (0..n)
+                                            .map(|i| w[o * n + i] as f64 * x[bb * n + i] as f64)
+                                            .sum::<f64>();
+                                    let e = (y[bb * rows + o] as f64 - want).abs();
+                                    assert!(
+                                        e < 1e-5 * n as f64,
+                                        "{isa} lane_gemm n={n} rows={rows} B={batch}: {e:e}"
+                                    );
+                                    let e = (yg[bb * rows + o] - want).abs();
+                                    assert!(e < 1e-12 * n as f64, "lane_gemm_generic n={n}");
                                 }
                             }
                         }

@@ -182,15 +182,18 @@ fn a_step_allocates_nothing() {
     for kind in CAUSAL {
         let c = cfg(kind, NormKind::Layer, true, Pool::Mean);
         let m = Model::<f32>::new(&c, IO, &mut rng(4)).unwrap();
-        let mut st = m.stream(8).unwrap();
-        let xs: Vec<f32> = (0..16).map(|i| (i as f32 * 0.37).sin()).collect();
-        m.stream_step(&mut st, Input::Real(&xs));
-        let before = allocs();
-        for _ in 0..50 {
+        // 8 streams: column panels on AVX2; 32: the streams in the vector lanes
+        for batch in [8usize, 32] {
+            let mut st = m.stream(batch).unwrap();
+            let xs: Vec<f32> = (0..2 * batch).map(|i| (i as f32 * 0.37).sin()).collect();
             m.stream_step(&mut st, Input::Real(&xs));
+            let before = allocs();
+            for _ in 0..50 {
+                m.stream_step(&mut st, Input::Real(&xs));
+            }
+            let n = allocs() - before;
+            assert_eq!(n, 0, "{kind:?} batch {batch}: {n} allocations in 50 steps");
         }
-        let n = allocs() - before;
-        assert_eq!(n, 0, "{kind:?}: {n} allocations in 50 steps");
     }
 }
 
@@ -278,4 +281,38 @@ fn half_weights_step_the_model_with_rounded_projections() {
         "{e}"
     );
     assert!(big.stream_with(1, Some(Half::Bf16)).is_ok());
+}
+
+/// f32 streams stepped together (the output projections as column panels or, for whole vectors of
+/// streams, in row tiles with the streams in the vector lanes) compute what each stream stepped
+/// alone computes (one sequential read of packed weights): three products checked against each
+/// other, at the widths where the packing changes (2, 8, 16, 24, 32 streams; d_model 20, so 40
+/// outputs end in a partial 6-row tile and a partial 32-row panel).
+#[test]
+fn batched_f32_streams_equal_each_stream_alone() {
+    let c = ModelConfig {
+        d_model: 20,
+        d_state: 8,
+        ..cfg(LayerKind::S4d, NormKind::Layer, true, Pool::Mean)
+    };
+    let m = Model::<f32>::new(&c, IO, &mut rng(6)).unwrap();
+    for batch in [2usize, 8, 16, 24, 32] {
+        let mut all = m.stream(batch).unwrap();
+        let mut alone: Vec<_> = (0..batch).map(|_| m.stream(1).unwrap()).collect();
+        let mut worst = 0.0f64;
+        for t in 0..12 {
+            let xs: Vec<f32> = (0..2 * batch)
+                .map(|i| ((i * 7 + t * 3) as f32 * 0.37).sin())
+                .collect();
+            let y = m.stream_step(&mut all, Input::Real(&xs)).to_vec();
+            for (b, st) in alone.iter_mut().enumerate() {
+                let yb = m.stream_step(st, Input::Real(&xs[2 * b..2 * b + 2]));
+                for o in 0..3 {
+                    let (p, q) = (y[b * 3 + o] as f64, yb[o] as f64);
+                    worst = worst.max((p - q).abs() / q.abs().max(1.0));
+                }
+            }
+        }
+        assert!(worst < 1e-5, "batch {batch}: {worst:e}");
+    }
 }

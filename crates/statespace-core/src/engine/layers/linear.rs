@@ -4,7 +4,7 @@ use super::{keep_copy, resize, threads};
 use crate::engine::float::Float;
 use crate::engine::gemm::Gemm;
 use crate::engine::params::{ParamId, ParamKind, ParamStore};
-use crate::engine::simd::{Half, Packed, PackedHalf, Panels};
+use crate::engine::simd::{self, Half, LanePanels, Packed, PackedHalf, Panels};
 use rand::Rng;
 use rayon::prelude::*;
 
@@ -17,6 +17,9 @@ pub enum PackedWeights<T> {
     /// The model's own values in column panels, for several streams (a register-blocked
     /// matrix–matrix product per step).
     Panels(Panels<T>),
+    /// The model's own values in row tiles, for many streams in the vector lanes (the weights read
+    /// once per chunk of 2 vectors of streams).
+    Lanes(LanePanels<T>),
     /// Rounded to a 16-bit format.
     Half(PackedHalf),
 }
@@ -27,6 +30,7 @@ impl<T: Copy + Default> PackedWeights<T> {
         match self {
             PackedWeights::Full(p) => p.rows(),
             PackedWeights::Panels(p) => p.rows(),
+            PackedWeights::Lanes(p) => p.rows(),
             PackedWeights::Half(p) => p.rows(),
         }
     }
@@ -35,6 +39,7 @@ impl<T: Copy + Default> PackedWeights<T> {
         match self {
             PackedWeights::Full(p) => p.cols(),
             PackedWeights::Panels(p) => p.cols(),
+            PackedWeights::Lanes(p) => p.cols(),
             PackedWeights::Half(p) => p.cols(),
         }
     }
@@ -43,6 +48,7 @@ impl<T: Copy + Default> PackedWeights<T> {
         match self {
             PackedWeights::Full(p) => std::mem::size_of_val(p.data()),
             PackedWeights::Panels(p) => std::mem::size_of_val(p.data()),
+            PackedWeights::Lanes(p) => std::mem::size_of_val(p.data()),
             PackedWeights::Half(p) => p.rows().div_ceil(4) * p.cols().div_ceil(16) * 64 * 2,
         }
     }
@@ -207,10 +213,16 @@ impl<T: Float> Linear<T> {
     }
 
     /// The weights packed for [`Linear::step_packed`] of `batch` streams (a copy; pack again after
-    /// the weights change): [`Packed`] for one stream, [`Panels`] for several.
+    /// the weights change): [`Packed`] for one stream, [`LanePanels`] for whole vectors of streams
+    /// (at least two on the dispatched instruction set: 16, 24, … on AVX2), [`Panels`] for the
+    /// other batches. Measured on the AVX2 machine (16 streams, six [512, 256] products): the lanes
+    /// 302 µs, the panels 335 µs (best of 2 s each); at 8 and 12 streams the panels were faster.
     pub fn pack(&self, store: &ParamStore<T>, batch: usize) -> PackedWeights<T> {
         let w = store.value(self.w);
-        if batch > 1 {
+        let lanes = simd::isa().lanes();
+        if batch >= 2 * lanes && batch.is_multiple_of(lanes) {
+            PackedWeights::Lanes(LanePanels::new(w, self.cout, self.cin))
+        } else if batch > 1 {
             PackedWeights::Panels(Panels::new(w, self.cout, self.cin))
         } else {
             PackedWeights::Full(Packed::new(w, self.cout, self.cin))
@@ -257,6 +269,7 @@ impl<T: Float> Linear<T> {
                 T::packed_gemv(p, bias, x, y);
             }
             PackedWeights::Panels(p) => T::panel_gemm(p, bias, x, y),
+            PackedWeights::Lanes(p) => T::lane_gemm(p, bias, x, y),
             PackedWeights::Half(p) => T::packed_gemv_half(p, bias, x, y),
         }
     }
