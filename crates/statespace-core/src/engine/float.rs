@@ -357,6 +357,65 @@ mod tests {
         assert!(worst_erf < 1e-6, "erf: {worst_erf:e}");
     }
 
+    type TiledOn<const R: usize> = fn(
+        crate::engine::simd::Isa,
+        &crate::engine::simd::RowTiles<f32, R>,
+        Option<&[f32]>,
+        &[f32],
+        &mut [f32],
+    );
+    type TiledGeneric<const R: usize> =
+        fn(&crate::engine::simd::RowTiles<f64, R>, Option<&[f64]>, &[f64], &mut [f64]);
+
+    /// A product on row tiles (`on`, f32 on `isa`, and its portable f64 loops `generic`) against f64
+    /// sums of the unpacked `W`, with and without bias, for each of `rows` × `batches`.
+    #[allow(clippy::too_many_arguments)]
+    fn tiled_products<const R: usize>(
+        name: &str,
+        isa: crate::engine::simd::Isa,
+        n: usize,
+        rows: &[usize],
+        batches: &[usize],
+        seed: u32,
+        on: TiledOn<R>,
+        generic: TiledGeneric<R>,
+    ) {
+        for &rows in rows {
+            let w = vals(rows * n, seed);
+            let bias = vals(rows, seed + 1);
+            let tiles = crate::engine::simd::RowTiles::<f32, R>::new(&w, rows, n);
+            let w64: Vec<f64> = w.iter().map(|v| *v as f64).collect();
+            let tiles64 = crate::engine::simd::RowTiles::<f64, R>::new(&w64, rows, n);
+            for &batch in batches {
+                let x = vals(batch * n, seed + 2);
+                let x64: Vec<f64> = x.iter().map(|v| *v as f64).collect();
+                for with_bias in [true, false] {
+                    let bv = with_bias.then_some(&bias[..]);
+                    let b64: Vec<f64> = bias.iter().map(|v| *v as f64).collect();
+                    let mut y = vec![f32::NAN; batch * rows];
+                    on(isa, &tiles, bv, &x, &mut y);
+                    let mut yg = vec![f64::NAN; batch * rows];
+                    generic(&tiles64, with_bias.then_some(&b64[..]), &x64, &mut yg);
+                    for bb in 0..batch {
+                        for o in 0..rows {
+                            let want = if with_bias { bias[o] as f64 } else { 0.0 }
+                                + (0..n)
+                                    .map(|i| w[o * n + i] as f64 * x[bb * n + i] as f64)
+                                    .sum::<f64>();
+                            let e = (y[bb * rows + o] as f64 - want).abs();
+                            assert!(
+                                e < 1e-5 * n as f64,
+                                "{isa} {name} n={n} rows={rows} B={batch}: {e:e}"
+                            );
+                            let e = (yg[bb * rows + o] - want).abs();
+                            assert!(e < 1e-12 * n as f64, "{name} generic n={n}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     fn vals(n: usize, seed: u32) -> Vec<f32> {
         // deterministic values in (−1, 1)
         (0..n)
@@ -396,79 +455,29 @@ mod tests {
                 }
                 // the column-panel product: rows around the 32-row panels, columns around the
                 // 128-column chunks (n up to 300), stream counts around the 3- and 6-stream tiles
-                for rows in [1usize, 31, 32, 33, 70] {
-                    let w = vals(rows * n, 7);
-                    let bias = vals(rows, 8);
-                    let panels = simd::Panels::new(&w, rows, n);
-                    let w64: Vec<f64> = w.iter().map(|v| *v as f64).collect();
-                    let panels64 = simd::Panels::new(&w64, rows, n);
-                    for batch in [1usize, 2, 3, 4, 6, 7, 13] {
-                        let x = vals(batch * n, 9);
-                        let x64: Vec<f64> = x.iter().map(|v| *v as f64).collect();
-                        for with_bias in [true, false] {
-                            let bv = with_bias.then_some(&bias[..]);
-                            let b64: Vec<f64> = bias.iter().map(|v| *v as f64).collect();
-                            let mut y = vec![f32::NAN; batch * rows];
-                            simd::panel_gemm_on(isa, &panels, bv, &x, &mut y);
-                            let mut yg = vec![f64::NAN; batch * rows];
-                            let bg = with_bias.then_some(&b64[..]);
-                            simd::panel_gemm_generic(&panels64, bg, &x64, &mut yg);
-                            for bb in 0..batch {
-                                for o in 0..rows {
-                                    let want = if with_bias { bias[o] as f64 } else { 0.0 }
-                                        + (0..n)
-                                            .map(|i| w[o * n + i] as f64 * x[bb * n + i] as f64)
-                                            .sum::<f64>();
-                                    let e = (y[bb * rows + o] as f64 - want).abs();
-                                    assert!(
-                                        e < 1e-5 * n as f64,
-                                        "{isa} panel_gemm n={n} rows={rows} B={batch}: {e:e}"
-                                    );
-                                    let e = (yg[bb * rows + o] - want).abs();
-                                    assert!(e < 1e-12 * n as f64, "panel_gemm_generic n={n}");
-                                }
-                            }
-                        }
-                    }
-                }
+                tiled_products(
+                    "panel_gemm",
+                    isa,
+                    n,
+                    &[1, 31, 32, 33, 70],
+                    &[1, 2, 3, 4, 6, 7, 13],
+                    7,
+                    simd::panel_gemm_on,
+                    simd::panel_gemm_generic,
+                );
                 // the stream-lane product: rows around the 6-row tiles, columns around the
                 // 256-column chunks (n up to 300), stream counts around whole and partial vectors
                 // and chunks (1 … 2 vectors on AVX2 and AVX-512, 4 on NEON, 2 streams portable)
-                for rows in [1usize, 5, 6, 7, 13] {
-                    let w = vals(rows * n, 10);
-                    let bias = vals(rows, 11);
-                    let lanes = simd::LanePanels::new(&w, rows, n);
-                    let w64: Vec<f64> = w.iter().map(|v| *v as f64).collect();
-                    let lanes64 = simd::LanePanels::new(&w64, rows, n);
-                    for batch in [1usize, 3, 8, 16, 17, 33, 40] {
-                        let x = vals(batch * n, 12);
-                        let x64: Vec<f64> = x.iter().map(|v| *v as f64).collect();
-                        for with_bias in [true, false] {
-                            let bv = with_bias.then_some(&bias[..]);
-                            let b64: Vec<f64> = bias.iter().map(|v| *v as f64).collect();
-                            let mut y = vec![f32::NAN; batch * rows];
-                            simd::lane_gemm_on(isa, &lanes, bv, &x, &mut y);
-                            let mut yg = vec![f64::NAN; batch * rows];
-                            let bg = with_bias.then_some(&b64[..]);
-                            simd::lane_gemm_generic(&lanes64, bg, &x64, &mut yg);
-                            for bb in 0..batch {
-                                for o in 0..rows {
-                                    let want = if with_bias { bias[o] as f64 } else { 0.0 }
-                                        + (0..n)
-                                            .map(|i| w[o * n + i] as f64 * x[bb * n + i] as f64)
-                                            .sum::<f64>();
-                                    let e = (y[bb * rows + o] as f64 - want).abs();
-                                    assert!(
-                                        e < 1e-5 * n as f64,
-                                        "{isa} lane_gemm n={n} rows={rows} B={batch}: {e:e}"
-                                    );
-                                    let e = (yg[bb * rows + o] - want).abs();
-                                    assert!(e < 1e-12 * n as f64, "lane_gemm_generic n={n}");
-                                }
-                            }
-                        }
-                    }
-                }
+                tiled_products(
+                    "lane_gemm",
+                    isa,
+                    n,
+                    &[1, 5, 6, 7, 13],
+                    &[1, 3, 8, 16, 17, 33, 40],
+                    10,
+                    simd::lane_gemm_on,
+                    simd::lane_gemm_generic,
+                );
                 for rows in [1usize, 3, 4, 5, 9] {
                     let w = vals(rows * n, 3);
                     let bias = vals(rows, 4);

@@ -15,6 +15,7 @@
 //! and every weight is read once for the chunk. The accumulators hold outputs transposed; they are
 //! written back stream by stream.
 
+use super::tiles::RowTiles;
 use super::{Isa, dispatch_on, fma, isa};
 use pulp::{Simd, WithSimd};
 
@@ -26,61 +27,7 @@ pub const LANE_KC: usize = 256;
 const MAX_CHUNK: usize = 32;
 
 /// `W [rows, cols]` in row tiles of [`LANE_ROWS`] (see the module doc), for any element type.
-#[derive(Debug, Clone)]
-pub struct LanePanels<T> {
-    raw: Vec<T>,
-    rows: usize,
-    cols: usize,
-}
-
-impl<T: Copy + Default> LanePanels<T> {
-    /// Packs the row-major `w [rows, cols]`.
-    pub fn new(w: &[T], rows: usize, cols: usize) -> Self {
-        assert!(
-            w.len() >= rows * cols,
-            "LanePanels: W [{rows}, {cols}] has {} values",
-            w.len()
-        );
-        let mut raw = vec![T::default(); rows.div_ceil(LANE_ROWS) * cols * LANE_ROWS];
-        for r in 0..rows {
-            let (t, i) = (r / LANE_ROWS, r % LANE_ROWS);
-            for k in 0..cols {
-                raw[(t * cols + k) * LANE_ROWS + i] = w[r * cols + k];
-            }
-        }
-        LanePanels { raw, rows, cols }
-    }
-
-    /// Rows of `W` (outputs).
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Columns of `W` (inputs).
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    /// The packed values, `[rows⁶ / 6][cols][6]`.
-    pub fn data(&self) -> &[T] {
-        &self.raw
-    }
-}
-
-fn check<T>(p: &LanePanels<T>, bias: Option<&[T]>, x: &[T], y: &[T]) {
-    let (rows, cols) = (p.rows, p.cols);
-    let batch = x.len().checked_div(cols).unwrap_or(0);
-    assert!(
-        cols > 0 && x.len() == batch * cols && y.len() == batch * rows,
-        "lane_gemm: x [B, {cols}] and y [B, {rows}], got {} and {} values",
-        x.len(),
-        y.len()
-    );
-    assert!(
-        bias.is_none_or(|b| b.len() >= rows),
-        "lane_gemm: bias shorter than {rows}"
-    );
-}
+pub type LanePanels<T> = RowTiles<T, LANE_ROWS>;
 
 /// `y [B, rows] = x [B, cols] Wᵀ + bias` on the row tiles of `W`, any element type (the portable
 /// loops).
@@ -90,18 +37,7 @@ pub fn lane_gemm_generic<T: num_traits::Float + Default>(
     x: &[T],
     y: &mut [T],
 ) {
-    check(p, bias, x, y);
-    let (rows, cols) = (p.rows, p.cols);
-    for (xb, yb) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
-        for (r, yv) in yb.iter_mut().enumerate() {
-            let (t, i) = (r / LANE_ROWS, r % LANE_ROWS);
-            let mut acc = bias.map_or(T::zero(), |v| v[r]);
-            for (k, xv) in xb.iter().enumerate() {
-                acc = acc + p.raw[(t * cols + k) * LANE_ROWS + i] * *xv;
-            }
-            *yv = acc;
-        }
-    }
+    p.gemm_generic("lane_gemm", bias, x, y)
 }
 
 struct LaneGemm<'a> {
@@ -208,6 +144,6 @@ pub fn lane_gemm(p: &LanePanels<f32>, bias: Option<&[f32]>, x: &[f32], y: &mut [
 
 /// [`lane_gemm`] on a given instruction set.
 pub fn lane_gemm_on(isa: Isa, p: &LanePanels<f32>, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
-    check(p, bias, x, y);
+    p.check("lane_gemm", bias, x, y);
     dispatch_on(isa, LaneGemm { p, bias, x, y })
 }

@@ -35,6 +35,7 @@ mod packed;
 mod panel;
 mod peak;
 mod recurrence;
+mod tiles;
 
 pub use dot::{dot, dot_on, dot4, dot4_on};
 pub use gemv::{gemv, gemv_batch, gemv_batch_on, gemv_on};
@@ -47,6 +48,7 @@ pub use peak::{fma_peak, fma_peak_on};
 pub use recurrence::{
     DIAG_BLOCK, diag_blocks, diag_state_len, diag_steps, diag_steps_on, interleave_modes,
 };
+pub use tiles::RowTiles;
 
 /// The environment variable that forces an instruction set (`avx512`, `avx2`, `neon`, `portable`).
 pub const ISA_ENV: &str = "STATESPACE_ISA";

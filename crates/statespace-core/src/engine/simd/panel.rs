@@ -14,6 +14,7 @@
 //! FMAs — FMA-bound, no reductions. The columns go in chunks of
 //! [`KC`] (a panel chunk of 16 KiB stays in L1 for every stream tile).
 
+use super::tiles::RowTiles;
 use super::{Isa, dispatch_on, fma, isa};
 use pulp::{Simd, WithSimd};
 
@@ -22,62 +23,8 @@ pub const PANEL: usize = 32;
 /// Columns per chunk of a panel (`KC · 32 · 4` bytes = 16 KiB in f32).
 pub const KC: usize = 128;
 
-/// `W [rows, cols]` in column panels (see the module doc), for any element type.
-#[derive(Debug, Clone)]
-pub struct Panels<T> {
-    raw: Vec<T>,
-    rows: usize,
-    cols: usize,
-}
-
-impl<T: Copy + Default> Panels<T> {
-    /// Packs the row-major `w [rows, cols]`.
-    pub fn new(w: &[T], rows: usize, cols: usize) -> Self {
-        assert!(
-            w.len() >= rows * cols,
-            "Panels: W [{rows}, {cols}] has {} values",
-            w.len()
-        );
-        let mut raw = vec![T::default(); rows.div_ceil(PANEL) * cols * PANEL];
-        for r in 0..rows {
-            let (p, i) = (r / PANEL, r % PANEL);
-            for k in 0..cols {
-                raw[(p * cols + k) * PANEL + i] = w[r * cols + k];
-            }
-        }
-        Panels { raw, rows, cols }
-    }
-
-    /// Rows of `W` (outputs).
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Columns of `W` (inputs).
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    /// The packed values, `[rows³² / 32][cols][32]`.
-    pub fn data(&self) -> &[T] {
-        &self.raw
-    }
-}
-
-fn check<T>(p: &Panels<T>, bias: Option<&[T]>, x: &[T], y: &[T]) {
-    let (rows, cols) = (p.rows, p.cols);
-    let batch = x.len().checked_div(cols).unwrap_or(0);
-    assert!(
-        cols > 0 && x.len() == batch * cols && y.len() == batch * rows,
-        "panel_gemm: x [B, {cols}] and y [B, {rows}], got {} and {} values",
-        x.len(),
-        y.len()
-    );
-    assert!(
-        bias.is_none_or(|b| b.len() >= rows),
-        "panel_gemm: bias shorter than {rows}"
-    );
-}
+/// `W [rows, cols]` in column panels of [`PANEL`] rows (see the module doc), for any element type.
+pub type Panels<T> = RowTiles<T, PANEL>;
 
 /// `y [B, rows] = x [B, cols] Wᵀ + bias` on the panels of `W`, any element type (the portable loops).
 pub fn panel_gemm_generic<T: num_traits::Float + Default>(
@@ -86,18 +33,7 @@ pub fn panel_gemm_generic<T: num_traits::Float + Default>(
     x: &[T],
     y: &mut [T],
 ) {
-    check(p, bias, x, y);
-    let (rows, cols) = (p.rows, p.cols);
-    for (xb, yb) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
-        for (r, yv) in yb.iter_mut().enumerate() {
-            let (pp, i) = (r / PANEL, r % PANEL);
-            let mut acc = bias.map_or(T::zero(), |v| v[r]);
-            for (k, xv) in xb.iter().enumerate() {
-                acc = acc + p.raw[(pp * cols + k) * PANEL + i] * *xv;
-            }
-            *yv = acc;
-        }
-    }
+    p.gemm_generic("panel_gemm", bias, x, y)
 }
 
 struct PanelGemm<'a> {
@@ -275,6 +211,6 @@ pub fn panel_gemm(p: &Panels<f32>, bias: Option<&[f32]>, x: &[f32], y: &mut [f32
 
 /// [`panel_gemm`] on a given instruction set.
 pub fn panel_gemm_on(isa: Isa, p: &Panels<f32>, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
-    check(p, bias, x, y);
+    p.check("panel_gemm", bias, x, y);
     dispatch_on(isa, PanelGemm { p, bias, x, y })
 }
