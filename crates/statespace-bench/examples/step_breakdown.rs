@@ -5,8 +5,8 @@
 //! read-modify-write of the states), so each part can be held to its own floor:
 //! `cargo run --release -p statespace-bench --example step_breakdown [-- LAYERS H N BATCH SECS]`.
 use statespace_core::engine::simd::{
-    self, LanePanels, Packed, Panels, diag_state_len, diag_steps, lane_gemm, packed_gemv,
-    panel_gemm,
+    self, Half, LanePanels, LanePanelsHalf, Packed, Panels, diag_state_len, diag_steps, lane_gemm,
+    lane_gemm_half, packed_gemv, panel_gemm,
 };
 
 fn main() {
@@ -93,6 +93,19 @@ fn main() {
     });
     show("output products alone (streams in lanes)", wbytes, t);
     println!("{:<44} {:.1} GFLOP/s at the median", "", flops / t.0 / 1e9);
+    // the same on bf16 row tiles (decoded in L1)
+    let half: Vec<LanePanelsHalf> = raw
+        .iter()
+        .map(|v| LanePanelsHalf::new(v, 2 * h, h, Half::Bf16).expect("small weights"))
+        .collect();
+    let t = statespace_bench::time_it(200, secs, || {
+        for p in &half {
+            lane_gemm_half(p, None, &x, &mut y);
+        }
+        std::hint::black_box(&y);
+    });
+    show("output products alone (bf16, lanes)", wbytes / 2.0, t);
+    println!("{:<44} {:.1} GFLOP/s at the median", "", flops / t.0 / 1e9);
 
     // the recurrence alone: six layers' coefficients [4, G, M, 16], states [B, G, M, 2, 16]
     let clen = diag_state_len(h, m) / 2;
@@ -120,6 +133,17 @@ fn main() {
     });
     let sbytes = (layers * batch * diag_state_len(h, m) * 4) as f64;
     show("recurrence alone (state read + written)", 2.0 * sbytes, t);
+    // the two parts layer by layer, as the whole step runs them (recurrence, then the product):
+    // what the whole step would take if nothing but these two ran
+    let mut yl = vec![0f32; batch * 2 * h];
+    let t = statespace_bench::time_it(200, secs, || {
+        for ((c, s), p) in coef.iter().zip(states.iter_mut()).zip(&lanes) {
+            diag_steps([&c[0], &c[1], &c[2], &c[3]], h, m, s, &u, &mut yr);
+            lane_gemm(p, None, &yr, &mut yl);
+        }
+        std::hint::black_box(&yl);
+    });
+    show("both, layer by layer (lanes)", 2.0 * sbytes + wbytes, t);
 
     // plain passes over the same bytes
     let t = statespace_bench::time_it(200, secs, || {

@@ -95,6 +95,21 @@ pub trait Float:
             }
         }
     }
+    /// [`Float::lane_gemm`] on weights stored as bf16/f16 ([`simd::LanePanelsHalf`]): the product
+    /// with the rounded weights (f32: the SIMD layer; others: portable loops).
+    #[inline]
+    fn lane_gemm_half(p: &simd::LanePanelsHalf, bias: Option<&[Self]>, x: &[Self], y: &mut [Self]) {
+        let (rows, cols) = (p.rows(), p.cols());
+        for (xb, yb) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
+            for (r, yv) in yb.iter_mut().enumerate() {
+                let mut acc = bias.map_or(Self::zero(), |b| b[r]);
+                for (j, xv) in xb.iter().enumerate() {
+                    acc += Self::of(p.get(r, j) as f64) * *xv;
+                }
+                *yv = acc;
+            }
+        }
+    }
     /// One step of B streams of H channels of M diagonal complex modes with `B̄` folded into the
     /// readout ([`simd::diag_steps`]), channels interleaved in blocks of 16: `c = [Re Ā, Im Ā,
     /// Re C̃, Im C̃]` (each `[⌈H/16⌉, M, 16]`, [`simd::interleave_modes`]), states
@@ -240,6 +255,10 @@ impl Float for f32 {
     #[inline]
     fn packed_gemv_half(p: &simd::PackedHalf, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
         simd::packed_gemv_half(p, bias, x, y)
+    }
+    #[inline]
+    fn lane_gemm_half(p: &simd::LanePanelsHalf, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
+        simd::lane_gemm_half(p, bias, x, y)
     }
     #[inline]
     fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -312,7 +312,7 @@ impl<T: Float> SsmLayer<T> {
     ) -> Result<PackedWeights<T>, String> {
         match half {
             None => Ok(self.out.pack(store, batch)),
-            Some(k) => self.out.pack_half(store, k),
+            Some(k) => self.out.pack_half(store, k, batch),
         }
     }
 

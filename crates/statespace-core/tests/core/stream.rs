@@ -195,6 +195,26 @@ fn a_step_allocates_nothing() {
             assert_eq!(n, 0, "{kind:?} batch {batch}: {n} allocations in 50 steps");
         }
     }
+    // half-precision weights, the row-block product and the half row tiles
+    let m = Model::<f32>::new(
+        &cfg(LayerKind::S4d, NormKind::Layer, true, Pool::Mean),
+        IO,
+        &mut rng(4),
+    )
+    .unwrap();
+    for batch in [3usize, 32] {
+        let mut st = m
+            .stream_with(batch, Some(statespace_core::engine::simd::Half::Bf16))
+            .unwrap();
+        let xs: Vec<f32> = (0..2 * batch).map(|i| (i as f32 * 0.37).sin()).collect();
+        m.stream_step(&mut st, Input::Real(&xs));
+        let before = allocs();
+        for _ in 0..50 {
+            m.stream_step(&mut st, Input::Real(&xs));
+        }
+        let n = allocs() - before;
+        assert_eq!(n, 0, "bf16 batch {batch}: {n} allocations in 50 steps");
+    }
 }
 
 /// A stream with its output projections stored as bf16 or f16 computes what an f32 stream of the
@@ -231,7 +251,9 @@ fn half_weights_step_the_model_with_rounded_projections() {
             moved > 1000,
             "{kind}: only {moved} weights changed by rounding"
         );
-        for batch in [1usize, 3] {
+        // 1 and 3 streams: the row-block half product; 16 (AVX2) and 32 (AVX2, AVX-512): half row
+        // tiles with the streams in the vector lanes
+        for batch in [1usize, 3, 16, 32] {
             let mut hs = m.stream_with(batch, Some(kind)).unwrap();
             assert_eq!(hs.half(), Some(kind));
             let mut rs = rounded.stream(batch).unwrap();

@@ -4,12 +4,13 @@ use super::{keep_copy, resize, threads};
 use crate::engine::float::Float;
 use crate::engine::gemm::Gemm;
 use crate::engine::params::{ParamId, ParamKind, ParamStore};
-use crate::engine::simd::{self, Half, LanePanels, Packed, PackedHalf, Panels};
+use crate::engine::simd::{self, Half, LanePanels, LanePanelsHalf, Packed, PackedHalf, Panels};
 use rand::Rng;
 use rayon::prelude::*;
 
 /// A [`Linear`]'s weights as the recurrent step reads them: f32 (or f64) [`Packed`] for one
-/// stream, in column [`Panels`] for several, or rounded to bf16/f16 ([`PackedHalf`], half the bytes).
+/// stream, in column [`Panels`] or row tiles [`LanePanels`] for several, or rounded to bf16/f16
+/// ([`PackedHalf`], [`LanePanelsHalf`]: half the bytes).
 #[derive(Debug, Clone)]
 pub enum PackedWeights<T> {
     /// The model's own values, packed for one stream (one sequential read per step).
@@ -22,6 +23,8 @@ pub enum PackedWeights<T> {
     Lanes(LanePanels<T>),
     /// Rounded to a 16-bit format.
     Half(PackedHalf),
+    /// Rounded to a 16-bit format, in row tiles for many streams in the vector lanes.
+    HalfLanes(LanePanelsHalf),
 }
 
 impl<T: Copy + Default> PackedWeights<T> {
@@ -32,6 +35,7 @@ impl<T: Copy + Default> PackedWeights<T> {
             PackedWeights::Panels(p) => p.rows(),
             PackedWeights::Lanes(p) => p.rows(),
             PackedWeights::Half(p) => p.rows(),
+            PackedWeights::HalfLanes(p) => p.rows(),
         }
     }
     /// Columns of `W` (inputs).
@@ -41,6 +45,7 @@ impl<T: Copy + Default> PackedWeights<T> {
             PackedWeights::Panels(p) => p.cols(),
             PackedWeights::Lanes(p) => p.cols(),
             PackedWeights::Half(p) => p.cols(),
+            PackedWeights::HalfLanes(p) => p.cols(),
         }
     }
     /// Bytes the weights take (what a step reads of them).
@@ -50,6 +55,7 @@ impl<T: Copy + Default> PackedWeights<T> {
             PackedWeights::Panels(p) => std::mem::size_of_val(p.data()),
             PackedWeights::Lanes(p) => std::mem::size_of_val(p.data()),
             PackedWeights::Half(p) => p.rows().div_ceil(4) * p.cols().div_ceil(16) * 64 * 2,
+            PackedWeights::HalfLanes(p) => p.bytes(),
         }
     }
 }
@@ -214,13 +220,12 @@ impl<T: Float> Linear<T> {
 
     /// The weights packed for [`Linear::step_packed`] of `batch` streams (a copy; pack again after
     /// the weights change): [`Packed`] for one stream, [`LanePanels`] for whole vectors of streams
-    /// (at least two on the dispatched instruction set: 16, 24, … on AVX2), [`Panels`] for the
-    /// other batches. Measured on the AVX2 machine (16 streams, six [512, 256] products): the lanes
-    /// 302 µs, the panels 335 µs (best of 2 s each); at 8 and 12 streams the panels were faster.
+    /// ([`lanes_for`]), [`Panels`] for the other batches. Measured on the AVX2 machine (16 streams,
+    /// six [512, 256] products): the lanes 302 µs, the panels 335 µs (best of 2 s each); at 8 and
+    /// 12 streams the panels were faster.
     pub fn pack(&self, store: &ParamStore<T>, batch: usize) -> PackedWeights<T> {
         let w = store.value(self.w);
-        let lanes = simd::isa().lanes();
-        if batch >= 2 * lanes && batch.is_multiple_of(lanes) {
+        if lanes_for(batch) {
             PackedWeights::Lanes(LanePanels::new(w, self.cout, self.cin))
         } else if batch > 1 {
             PackedWeights::Panels(Panels::new(w, self.cout, self.cin))
@@ -229,13 +234,22 @@ impl<T: Float> Linear<T> {
         }
     }
 
-    /// The weights rounded to a 16-bit format and packed for [`Linear::step_packed`] (f32
-    /// arithmetic on the rounded weights); an error names a weight beyond the format's range.
-    pub fn pack_half(&self, store: &ParamStore<T>, kind: Half) -> Result<PackedWeights<T>, String> {
+    /// The weights rounded to a 16-bit format and packed for [`Linear::step_packed`] of `batch`
+    /// streams (f32 arithmetic on the rounded weights): row tiles [`LanePanelsHalf`] for whole
+    /// vectors of streams ([`lanes_for`]), [`PackedHalf`] for the others; an error names a weight
+    /// beyond the format's range.
+    pub fn pack_half(
+        &self,
+        store: &ParamStore<T>,
+        kind: Half,
+        batch: usize,
+    ) -> Result<PackedWeights<T>, String> {
         let w: Vec<f32> = store.value(self.w).iter().map(|v| v.f64() as f32).collect();
-        Ok(PackedWeights::Half(PackedHalf::new(
-            &w, self.cout, self.cin, kind,
-        )?))
+        Ok(if lanes_for(batch) {
+            PackedWeights::HalfLanes(LanePanelsHalf::new(&w, self.cout, self.cin, kind)?)
+        } else {
+            PackedWeights::Half(PackedHalf::new(&w, self.cout, self.cin, kind)?)
+        })
     }
 
     /// [`Linear::step`] on weights packed by [`Linear::pack`] or [`Linear::pack_half`]: at batch 1,
@@ -271,6 +285,14 @@ impl<T: Float> Linear<T> {
             PackedWeights::Panels(p) => T::panel_gemm(p, bias, x, y),
             PackedWeights::Lanes(p) => T::lane_gemm(p, bias, x, y),
             PackedWeights::Half(p) => T::packed_gemv_half(p, bias, x, y),
+            PackedWeights::HalfLanes(p) => T::lane_gemm_half(p, bias, x, y),
         }
     }
+}
+
+/// Whether `batch` streams step on row tiles with the streams in the vector lanes: whole vectors of
+/// streams, at least two, on the dispatched instruction set (16, 24, 32, … on AVX2).
+pub fn lanes_for(batch: usize) -> bool {
+    let lanes = simd::isa().lanes();
+    batch >= 2 * lanes && batch.is_multiple_of(lanes)
 }

@@ -20,6 +20,7 @@
 //! [`packed_gemv_half`] (the same on weights stored as bf16 or f16, [`PackedHalf`], f32 arithmetic),
 //! [`panel_gemm`] (several streams on column [`Panels`]), [`lane_gemm`] (whole vectors of streams in
 //! the vector lanes, on row tiles [`LanePanels`]: the weights read once per 2 vectors of streams),
+//! [`lane_gemm_half`] (the same on bf16/f16 row tiles [`LanePanelsHalf`], decoded in L1),
 //! [`fma_peak`] (the FMA throughput microbenchmark behind `statespace bench`). [`generic`] holds the
 //! portable loops for any element type (`f64` gradient checks).
 
@@ -40,8 +41,11 @@ mod tiles;
 pub use dot::{dot, dot_on, dot4, dot4_on};
 pub use gemv::{gemv, gemv_batch, gemv_batch_on, gemv_on};
 pub use generic::{diag_steps_generic, dot_generic, gemv_batch_generic, gemv_generic, sum};
-pub use half::{Half, PackedHalf, packed_gemv_half, packed_gemv_half_on};
-pub use lanes::{LANE_KC, LANE_ROWS, LanePanels, lane_gemm, lane_gemm_generic, lane_gemm_on};
+pub use half::{Half, LanePanelsHalf, PackedHalf, packed_gemv_half, packed_gemv_half_on};
+pub use lanes::{
+    LANE_KC, LANE_ROWS, LanePanels, lane_gemm, lane_gemm_generic, lane_gemm_half,
+    lane_gemm_half_on, lane_gemm_on,
+};
 pub use packed::{Packed, packed_gemv, packed_gemv_generic, packed_gemv_on};
 pub use panel::{KC, PANEL, Panels, panel_gemm, panel_gemm_generic, panel_gemm_on};
 pub use peak::{fma_peak, fma_peak_on};
