@@ -1,4 +1,4 @@
-//! Convolution of every channel with its own long kernel by FFT (realfft, size `n = 2L`).
+//! Convolution of every channel with its own long kernel by FFT (size `n = 2L`, [`RealFft`]).
 //!
 //! ```text
 //! forward    y[b,h] = (irfft(rfft(u_pad[b,h]) · rfft(k[h])) / n)[0..L]
@@ -12,17 +12,15 @@
 //! zero padding of `u` to `2L` makes the circular convolution a linear one on `0..L`.
 
 use crate::engine::float::Float;
+use crate::engine::rfft::RealFft;
 use num_complex::Complex;
 use rayon::prelude::*;
-use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
-use std::sync::Arc;
 
 /// FFT convolution with plans and spectra kept between steps.
 pub struct FftConv<T: Float> {
     len: usize,
     n: usize,
-    r2c: Arc<dyn RealToComplex<T>>,
-    c2r: Arc<dyn ComplexToReal<T>>,
+    fft: RealFft<T>,
     kf: Vec<Complex<T>>,
     uf: Vec<Complex<T>>,
     dyf: Vec<Complex<T>>,
@@ -39,12 +37,10 @@ impl<T: Float> FftConv<T> {
     /// Plans for sequences of length `len` (FFT size `2·len`).
     pub fn new(len: usize) -> Self {
         let n = 2 * len;
-        let mut planner = RealFftPlanner::<T>::new();
         Self {
             len,
             n,
-            r2c: planner.plan_fft_forward(n),
-            c2r: planner.plan_fft_inverse(n),
+            fft: RealFft::new(n.max(2)),
             kf: Vec::new(),
             uf: Vec::new(),
             dyf: Vec::new(),
@@ -80,29 +76,15 @@ impl<T: Float> FftConv<T> {
         self.kf.resize(h * bins, Complex::default());
         self.uf.resize(batch * h * bins, Complex::default());
         y.resize(batch * h * len, T::zero());
-        let r2c = &self.r2c;
+        let fft = &self.fft;
         self.kf
             .par_chunks_mut(bins)
             .zip(k.par_chunks(n))
             .for_each_init(
-                || (vec![T::zero(); n], r2c.make_scratch_vec()),
-                |(buf, scratch), (kf, kh)| {
-                    buf.copy_from_slice(kh);
-                    r2c.process_with_scratch(buf, kf, scratch)
-                        .expect("fft sizes match");
-                },
+                || fft.make_scratch(),
+                |scratch, (kf, kh)| fft.forward(kh, kf, scratch),
             );
-        filter_rows(
-            &*self.r2c,
-            &*self.c2r,
-            &self.kf,
-            u,
-            &mut self.uf,
-            y,
-            len,
-            h,
-            false,
-        );
+        filter_rows(&self.fft, &self.kf, u, &mut self.uf, y, len, h, false);
     }
 
     /// `dy [B, H, L]` → `du [B, H, L]` and `dk [H, n]` (overwritten, not accumulated).
@@ -112,24 +94,14 @@ impl<T: Float> FftConv<T> {
         assert_eq!(dy.len(), batch * h * len);
         du.resize(batch * h * len, T::zero());
         self.dyf.resize(batch * h * bins, Complex::default());
-        filter_rows(
-            &*self.r2c,
-            &*self.c2r,
-            &self.kf,
-            dy,
-            &mut self.dyf,
-            du,
-            len,
-            h,
-            true,
-        );
-        let c2r = &self.c2r;
+        filter_rows(&self.fft, &self.kf, dy, &mut self.dyf, du, len, h, true);
+        let fft = &self.fft;
         let scale = T::of(1.0 / n as f64);
         dk.resize(h * n, T::zero());
         let uf = &self.uf;
         let dyf = &self.dyf;
         dk.par_chunks_mut(n).enumerate().for_each_init(
-            || (vec![Complex::<T>::default(); bins], c2r.make_scratch_vec()),
+            || (vec![Complex::<T>::default(); bins], fft.make_scratch()),
             |(acc, s2), (ch, dkh)| {
                 acc.iter_mut().for_each(|a| *a = Complex::default());
                 // the elementwise loops in the dispatched instruction set (module doc of simd)
@@ -148,14 +120,7 @@ impl<T: Float> FftConv<T> {
                         }
                     },
                 );
-                acc[0].im = T::zero();
-                acc[bins - 1].im = T::zero();
-                c2r.process_with_scratch(acc, dkh, s2)
-                    .expect("fft sizes match");
-                crate::engine::simd::with_isa(
-                    #[inline(always)]
-                    || dkh.iter_mut().for_each(|v| *v *= scale),
-                );
+                fft.inverse(acc, dkh, scale, s2);
             },
         );
     }
@@ -165,8 +130,7 @@ impl<T: Float> FftConv<T> {
 /// `y[r] = (irfft(spec[r] · K[ch]) / n)[0..L]`, with `conj(K[ch])` when `conj` (the adjoint).
 #[allow(clippy::too_many_arguments)]
 fn filter_rows<T: Float>(
-    r2c: &dyn RealToComplex<T>,
-    c2r: &dyn ComplexToReal<T>,
+    fft: &RealFft<T>,
     kf: &[Complex<T>],
     x: &[T],
     spec_out: &mut [Complex<T>],
@@ -175,29 +139,18 @@ fn filter_rows<T: Float>(
     h: usize,
     conj: bool,
 ) {
-    let n = r2c.len();
-    let bins = n / 2 + 1;
-    let scale = T::of(1.0 / n as f64);
+    let bins = fft.bins();
+    let scale = T::of(1.0 / fft.len() as f64);
     spec_out
         .par_chunks_mut(bins)
         .zip(y.par_chunks_mut(len))
         .zip(x.par_chunks(len))
         .enumerate()
         .for_each_init(
-            || {
-                (
-                    vec![T::zero(); n],
-                    vec![Complex::<T>::default(); bins],
-                    r2c.make_scratch_vec(),
-                    c2r.make_scratch_vec(),
-                )
-            },
-            |(buf, spec, s1, s2), (row, ((xf, yr), xr))| {
+            || (vec![Complex::<T>::default(); bins], fft.make_scratch()),
+            |(spec, s), (row, ((xf, yr), xr))| {
                 let ch = row % h;
-                buf[..len].copy_from_slice(xr);
-                buf[len..].iter_mut().for_each(|v| *v = T::zero());
-                r2c.process_with_scratch(buf, xf, s1)
-                    .expect("fft sizes match");
+                fft.forward(xr, xf, s);
                 let kh = &kf[ch * bins..(ch + 1) * bins];
                 crate::engine::simd::with_isa(
                     #[inline(always)]
@@ -213,18 +166,7 @@ fn filter_rows<T: Float>(
                         }
                     },
                 );
-                spec[0].im = T::zero();
-                spec[bins - 1].im = T::zero();
-                c2r.process_with_scratch(spec, buf, s2)
-                    .expect("fft sizes match");
-                crate::engine::simd::with_isa(
-                    #[inline(always)]
-                    || {
-                        for (yv, bv) in yr.iter_mut().zip(&buf[..len]) {
-                            *yv = *bv * scale;
-                        }
-                    },
-                );
+                fft.inverse(spec, yr, scale, s);
             },
         );
 }

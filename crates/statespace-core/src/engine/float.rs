@@ -39,6 +39,17 @@ pub trait Float:
     fn dot(a: &[Self], b: &[Self]) -> Self {
         dot_generic(a, b)
     }
+    /// The split pass of a real FFT after its half-length complex FFT ([`simd::rfft_split`]).
+    #[inline]
+    fn rfft_split(z: &mut [num_complex::Complex<Self>], tw: &[num_complex::Complex<Self>]) {
+        simd::rfft_split_generic(z, tw)
+    }
+    /// The merge pass of a real inverse FFT before its half-length complex FFT
+    /// ([`simd::rfft_merge`]).
+    #[inline]
+    fn rfft_merge(x: &mut [num_complex::Complex<Self>], tw: &[num_complex::Complex<Self>]) {
+        simd::rfft_merge_generic(x, tw)
+    }
     /// `[x₀·y₀, x₁·y₁, x₀·y₁, x₁·y₀]`: the real dot products of two complex vectors' parts (f32: the
     /// SIMD layer's one-pass kernel).
     #[inline]
@@ -251,6 +262,14 @@ impl Float for f32 {
     #[inline]
     fn lane_gemm(p: &simd::LanePanels<f32>, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
         simd::lane_gemm(p, bias, x, y)
+    }
+    #[inline]
+    fn rfft_split(z: &mut [num_complex::Complex<f32>], tw: &[num_complex::Complex<f32>]) {
+        simd::rfft_split(z, tw)
+    }
+    #[inline]
+    fn rfft_merge(x: &mut [num_complex::Complex<f32>], tw: &[num_complex::Complex<f32>]) {
+        simd::rfft_merge(x, tw)
     }
     #[inline]
     fn packed_gemv_half(p: &simd::PackedHalf, bias: Option<&[f32]>, x: &[f32], y: &mut [f32]) {

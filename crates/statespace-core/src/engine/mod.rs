@@ -7,6 +7,7 @@
 //! - [`params`]: the named parameter store with its gradients and optimizer groups;
 //! - [`layers`]: linear, embedding, LayerNorm, BatchNorm, GELU, GLU, dropout, pooling, losses;
 //! - [`fftconv`]: per-channel long convolutions by FFT (causal and bidirectional);
+//! - [`rfft`]: the real FFT they run on (a half-length complex FFT between two SIMD passes);
 //! - [`optim`]: AdamW with parameter groups, schedules, clipping;
 //! - [`checkpoint`]: safetensors files with metadata, written atomically;
 //! - [`rng`]: counter-based random numbers (dropout masks, input noise).
@@ -18,5 +19,6 @@ pub mod gemm;
 pub mod layers;
 pub mod optim;
 pub mod params;
+pub mod rfft;
 pub mod rng;
 pub mod simd;

@@ -21,6 +21,7 @@
 //! [`panel_gemm`] (several streams on column [`Panels`]), [`lane_gemm`] (whole vectors of streams in
 //! the vector lanes, on row tiles [`LanePanels`]: the weights read once per 2 vectors of streams),
 //! [`lane_gemm_half`] (the same on bf16/f16 row tiles [`LanePanelsHalf`], decoded in L1),
+//! [`rfft_split`] / [`rfft_merge`] (the passes around the half-length complex FFT of a real FFT),
 //! [`fma_peak`] (the FMA throughput microbenchmark behind `statespace bench`). [`generic`] holds the
 //! portable loops for any element type (`f64` gradient checks).
 
@@ -36,6 +37,7 @@ mod packed;
 mod panel;
 mod peak;
 mod recurrence;
+mod rfft;
 mod tiles;
 
 pub use dot::{dot, dot_on, dot4, dot4_on};
@@ -52,6 +54,7 @@ pub use peak::{fma_peak, fma_peak_on};
 pub use recurrence::{
     DIAG_BLOCK, diag_blocks, diag_state_len, diag_steps, diag_steps_on, interleave_modes,
 };
+pub use rfft::{rfft_merge, rfft_merge_generic, rfft_split, rfft_split_generic};
 pub use tiles::RowTiles;
 
 /// The environment variable that forces an instruction set (`avx512`, `avx2`, `neon`, `portable`).
