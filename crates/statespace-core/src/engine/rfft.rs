@@ -93,16 +93,10 @@ impl<T: Float> RealFft<T> {
             spec.len()
         );
         let z = &mut spec[..m];
-        let pairs = x.len() / 2;
-        for (zj, p) in z.iter_mut().zip(x.chunks_exact(2)) {
-            *zj = Complex::new(p[0], p[1]);
-        }
-        if x.len() % 2 == 1 {
-            z[pairs] = Complex::new(x[x.len() - 1], T::zero());
-        }
-        z[x.len().div_ceil(2)..]
-            .iter_mut()
-            .for_each(|v| *v = Complex::default());
+        // z[j] = x[2j] + i·x[2j+1]: the samples copied as they are, zeros after them
+        let flat = as_reals(z);
+        flat[..x.len()].copy_from_slice(x);
+        flat[x.len()..].fill(T::zero());
         self.fwd.process_with_scratch(z, scratch);
         T::rfft_split(spec, &self.tw);
     }
@@ -128,20 +122,24 @@ impl<T: Float> RealFft<T> {
         T::rfft_merge(spec, &self.tw);
         let z = &mut spec[..m];
         self.inv.process_with_scratch(z, scratch);
-        let pairs = out.len() / 2;
+        // x[2j] = Re z[j], x[2j+1] = Im z[j]
+        let flat = as_reals(z);
         crate::engine::simd::with_isa(
             #[inline(always)]
             || {
-                for (p, zj) in out.chunks_exact_mut(2).zip(z.iter()) {
-                    p[0] = zj.re * scale;
-                    p[1] = zj.im * scale;
+                for (o, v) in out.iter_mut().zip(flat.iter()) {
+                    *o = *v * scale;
                 }
             },
         );
-        if out.len() % 2 == 1 {
-            out[2 * pairs] = z[pairs].re * scale;
-        }
     }
+}
+
+/// The real and imaginary parts of `z`, interleaved, as one slice.
+fn as_reals<T: Float>(z: &mut [Complex<T>]) -> &mut [T] {
+    // SAFETY: `Complex<T>` is `#[repr(C)] { re: T, im: T }`: `z` is `2·len` contiguous `T`s, and
+    // the new slice borrows `z` mutably for its lifetime
+    unsafe { std::slice::from_raw_parts_mut(z.as_mut_ptr().cast::<T>(), 2 * z.len()) }
 }
 
 #[cfg(test)]

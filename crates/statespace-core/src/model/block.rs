@@ -181,9 +181,10 @@ impl<T: Float> SsmBlock<T> {
         if self.prenorm {
             self.norm
                 .forward(store, x, batch, len, train, &mut self.inner);
-            self.ssm.forward(
+            // the norm's output is the layer's input, handed over (not copied)
+            self.ssm.forward_owned(
                 store,
-                &self.inner,
+                &mut self.inner,
                 batch,
                 len,
                 train,

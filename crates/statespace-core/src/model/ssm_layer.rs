@@ -205,9 +205,40 @@ impl<T: Float> SsmLayer<T> {
         seed: u64,
         y: &mut Vec<T>,
     ) {
+        layers::keep_copy(&mut self.u, u);
+        self.forward_kept(store, batch, len, train, seed, y);
+    }
+
+    /// [`SsmLayer::forward`] on an input the caller hands over: `u` and the layer's kept input
+    /// buffer are swapped (no copy; `u` comes back holding a spent buffer for the caller to reuse).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_owned(
+        &mut self,
+        store: &ParamStore<T>,
+        u: &mut Vec<T>,
+        batch: usize,
+        len: usize,
+        train: bool,
+        seed: u64,
+        y: &mut Vec<T>,
+    ) {
+        assert_eq!(u.len(), batch * self.h * len, "SsmLayer: u [B, H, L]");
+        std::mem::swap(&mut self.u, u);
+        self.forward_kept(store, batch, len, train, seed, y);
+    }
+
+    /// The forward on the kept input `self.u`.
+    fn forward_kept(
+        &mut self,
+        store: &ParamStore<T>,
+        batch: usize,
+        len: usize,
+        train: bool,
+        seed: u64,
+        y: &mut Vec<T>,
+    ) {
         let h = self.h;
         self.dims = (batch, len);
-        layers::keep_copy(&mut self.u, u);
         if let Some(nz) = self.noise {
             self.add_noise(store, nz, batch, len);
         }
@@ -230,11 +261,12 @@ impl<T: Float> SsmLayer<T> {
             .dropout
             .forward(&self.a, len, train, seed, &mut self.a_dropped);
         let a = if dropped { &self.a_dropped } else { &self.a };
+        // the layer keeps `a` (or its dropped copy) until the backward: the projection borrows it
         if let Some(glu) = &mut self.glu {
-            self.out.forward(store, a, batch, len, &mut self.o);
+            self.out.forward_borrowed(store, a, batch, len, &mut self.o);
             glu.forward(&self.o, batch, h, len, y);
         } else {
-            self.out.forward(store, a, batch, len, y);
+            self.out.forward_borrowed(store, a, batch, len, y);
         }
     }
 
@@ -242,11 +274,18 @@ impl<T: Float> SsmLayer<T> {
     pub fn backward(&mut self, store: &mut ParamStore<T>, dy: &[T], dx: &mut Vec<T>) {
         let h = self.h;
         let (batch, len) = self.dims;
+        // the projection's input, as the forward handed it over
+        let a = if self.dropout.active {
+            &self.a_dropped
+        } else {
+            &self.a
+        };
         if let Some(glu) = &self.glu {
             glu.backward(&self.o, dy, &mut self.grad_a);
-            self.out.backward(store, &self.grad_a, &mut self.grad_b);
+            self.out
+                .backward_from(store, a, &self.grad_a, &mut self.grad_b);
         } else {
-            self.out.backward(store, dy, &mut self.grad_b);
+            self.out.backward_from(store, a, dy, &mut self.grad_b);
         }
         if self.dropout.active {
             self.dropout.backward(&self.grad_b, &mut self.grad_a);

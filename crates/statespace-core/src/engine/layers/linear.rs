@@ -120,6 +120,21 @@ impl<T: Float> Linear<T> {
         self.apply(store, x, batch, len, y);
     }
 
+    /// [`Linear::forward`] for a caller that itself keeps `x` unchanged until the backward: no copy
+    /// of `x` (hand the same `x` to [`Linear::backward_from`]).
+    pub fn forward_borrowed(
+        &mut self,
+        store: &ParamStore<T>,
+        x: &[T],
+        batch: usize,
+        len: usize,
+        y: &mut Vec<T>,
+    ) {
+        self.x = Vec::new();
+        self.dims = (batch, len);
+        self.apply(store, x, batch, len, y);
+    }
+
     /// The same map without keeping anything for backward (inference, recurrent steps).
     pub fn apply(&self, store: &ParamStore<T>, x: &[T], batch: usize, len: usize, y: &mut Vec<T>) {
         let (cin, cout) = (self.cin, self.cout);
@@ -143,9 +158,19 @@ impl<T: Float> Linear<T> {
 
     /// `dy [B, Cout, L] → dx [B, Cin, L]`; accumulates `dW += Σ_b dy[b] x[b]ᵀ`, `db += Σ dy`.
     pub fn backward(&mut self, store: &mut ParamStore<T>, dy: &[T], dx: &mut Vec<T>) {
+        self.backward_from(store, &self.x, dy, dx)
+    }
+
+    /// [`Linear::backward`] after [`Linear::forward_borrowed`]: `x` is that forward's input.
+    pub fn backward_from(&self, store: &mut ParamStore<T>, x: &[T], dy: &[T], dx: &mut Vec<T>) {
         let (batch, len) = self.dims;
         let (cin, cout) = (self.cin, self.cout);
         assert_eq!(dy.len(), batch * cout * len);
+        assert_eq!(
+            x.len(),
+            batch * cin * len,
+            "Linear::backward: the forward's input x [B, {cin}, L]"
+        );
         {
             // dW = Σ_b dy[b] x[b]ᵀ: one partial sum per contiguous chunk of the batch (as many chunks
             // as threads), added in order — deterministic for a fixed thread count.
@@ -157,7 +182,7 @@ impl<T: Float> Linear<T> {
                     let mut acc = vec![T::zero(); cout * cin];
                     for b in c * per..((c + 1) * per).min(batch) {
                         let dyb = &dy[b * cout * len..(b + 1) * cout * len];
-                        let xb = &self.x[b * cin * len..(b + 1) * cin * len];
+                        let xb = &x[b * cin * len..(b + 1) * cin * len];
                         Gemm::new(cout, cin, len)
                             .transpose_b()
                             .accumulate()
