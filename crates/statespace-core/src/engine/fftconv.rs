@@ -40,6 +40,7 @@ impl<T: Float> FftConv<T> {
         Self {
             len,
             n,
+            // (length 0: a plan that is never run; forward and backward return empty outputs)
             fft: RealFft::new(n.max(2)),
             kf: Vec::new(),
             uf: Vec::new(),
@@ -71,8 +72,12 @@ impl<T: Float> FftConv<T> {
     pub fn forward(&mut self, u: &[T], k: &[T], batch: usize, h: usize, y: &mut Vec<T>) {
         let (len, n, bins) = (self.len, self.n, self.bins());
         assert_eq!(u.len(), batch * h * len);
-        assert_eq!(k.len(), h * n);
         self.dims = (batch, h);
+        if len == 0 {
+            y.clear();
+            return;
+        }
+        assert_eq!(k.len(), h * n);
         self.kf.resize(h * bins, Complex::default());
         self.uf.resize(batch * h * bins, Complex::default());
         y.resize(batch * h * len, T::zero());
@@ -92,6 +97,11 @@ impl<T: Float> FftConv<T> {
         let (len, n, bins) = (self.len, self.n, self.bins());
         let (batch, h) = self.dims;
         assert_eq!(dy.len(), batch * h * len);
+        if len == 0 {
+            du.clear();
+            dk.clear();
+            return;
+        }
         du.resize(batch * h * len, T::zero());
         self.dyf.resize(batch * h * bins, Complex::default());
         filter_rows(&self.fft, &self.kf, dy, &mut self.dyf, du, len, h, true);

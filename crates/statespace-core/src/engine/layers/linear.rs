@@ -120,8 +120,8 @@ impl<T: Float> Linear<T> {
         self.apply(store, x, batch, len, y);
     }
 
-    /// [`Linear::forward`] for a caller that itself keeps `x` unchanged until the backward: no copy
-    /// of `x` (hand the same `x` to [`Linear::backward_from`]).
+    /// [`Linear::forward`] (`x [B, Cin, L] → y [B, Cout, L]`) for a caller that itself keeps `x`
+    /// unchanged until the backward: no copy of `x` (hand the same `x` to [`Linear::backward_from`]).
     pub fn forward_borrowed(
         &mut self,
         store: &ParamStore<T>,
@@ -161,7 +161,8 @@ impl<T: Float> Linear<T> {
         self.backward_from(store, &self.x, dy, dx)
     }
 
-    /// [`Linear::backward`] after [`Linear::forward_borrowed`]: `x` is that forward's input.
+    /// [`Linear::backward`] (`dy [B, Cout, L] → dx [B, Cin, L]`) after [`Linear::forward_borrowed`]:
+    /// `x [B, Cin, L]` is that forward's input.
     pub fn backward_from(&self, store: &mut ParamStore<T>, x: &[T], dy: &[T], dx: &mut Vec<T>) {
         let (batch, len) = self.dims;
         let (cin, cout) = (self.cin, self.cout);
@@ -278,9 +279,10 @@ impl<T: Float> Linear<T> {
     }
 
     /// [`Linear::step`] on weights packed by [`Linear::pack`] or [`Linear::pack_half`]: at batch 1,
-    /// one sequential read of the weights; several streams on panels, a register-blocked
-    /// matrix–matrix product (on row-block packed f32 weights, [`Linear::step`]; on half weights, the
-    /// packed product for every batch).
+    /// one sequential read of the weights; several streams a register-blocked matrix–matrix product
+    /// (column panels or, for whole vectors of streams, row tiles with the streams in the lanes, f32
+    /// or half; on row-block packed f32 weights, [`Linear::step`]; on row-block half weights, their
+    /// packed product).
     pub fn step_packed(
         &self,
         store: &ParamStore<T>,
@@ -316,8 +318,10 @@ impl<T: Float> Linear<T> {
 }
 
 /// Whether `batch` streams step on row tiles with the streams in the vector lanes: whole vectors of
-/// streams, at least two, on the dispatched instruction set (16, 24, 32, … on AVX2).
+/// streams, at least two, on the dispatched vector instruction set (16, 24, 32, … on AVX2; never on
+/// the portable loops).
 pub fn lanes_for(batch: usize) -> bool {
     let lanes = simd::isa().lanes();
-    batch >= 2 * lanes && batch.is_multiple_of(lanes)
+    // the portable loops (1 lane) would decode half weights once per 2 streams there
+    lanes >= 4 && batch >= 2 * lanes && batch.is_multiple_of(lanes)
 }

@@ -54,7 +54,9 @@ pub use peak::{fma_peak, fma_peak_on};
 pub use recurrence::{
     DIAG_BLOCK, diag_blocks, diag_state_len, diag_steps, diag_steps_on, interleave_modes,
 };
-pub use rfft::{rfft_merge, rfft_merge_generic, rfft_split, rfft_split_generic};
+pub use rfft::{
+    rfft_merge, rfft_merge_generic, rfft_merge_on, rfft_split, rfft_split_generic, rfft_split_on,
+};
 pub use tiles::RowTiles;
 
 /// The environment variable that forces an instruction set (`avx512`, `avx2`, `neon`, `portable`).

@@ -14,10 +14,12 @@
 //!   Z[0] = (Re X[0] + Re X[m]) + i (Re X[0] − Re X[m]),  Z[m/2] = 2 conj X[m/2]
 //! ```
 //! Each pass pairs bin `k` with bin `m − k`, so both are computed in place from one read of the
-//! pair. On x86-64, dispatched to AVX2 or AVX-512 ([`super::isa`]), the f32 passes run 4 bins per vector (the mirrored block
+//! pair. On x86-64, dispatched to AVX2 or AVX-512 ([`super::isa`]), the f32 passes run 4 bins per
+//! vector (the mirrored block
 //! reversed with one permute, the complex products with `fmaddsub`); elsewhere the scalar loops.
 //! The twiddles `w^k` are `tw[k]`, `k = 0 … ⌊m/2⌋`.
 
+use super::{Isa, isa};
 use num_complex::Complex;
 use num_traits::Float;
 
@@ -35,24 +37,42 @@ pub fn rfft_merge_generic<T: Float>(x: &mut [Complex<T>], tw: &[Complex<T>]) {
     merge_ends(x);
 }
 
-/// [`rfft_split_generic`] for f32, 4 bins per vector where the CPU has AVX2 and FMA.
+/// [`rfft_split_generic`] for f32 on [`isa`]: 4 bins per vector on AVX2 and AVX-512.
+#[inline]
 pub fn rfft_split(z: &mut [Complex<f32>], tw: &[Complex<f32>]) {
+    rfft_split_on(isa(), z, tw)
+}
+
+/// [`rfft_split`] on a given instruction set.
+pub fn rfft_split_on(isa: Isa, z: &mut [Complex<f32>], tw: &[Complex<f32>]) {
     check(z.len(), tw.len());
     #[cfg(target_arch = "x86_64")]
-    let k = x86::split(z, tw);
+    let k = x86::split(isa, z, tw);
     #[cfg(not(target_arch = "x86_64"))]
-    let k = 1;
+    let k = {
+        let _ = isa;
+        1
+    };
     split_from(z, tw, k);
     split_ends(z);
 }
 
-/// [`rfft_merge_generic`] for f32, 4 bins per vector where the CPU has AVX2 and FMA.
+/// [`rfft_merge_generic`] for f32 on [`isa`]: 4 bins per vector on AVX2 and AVX-512.
+#[inline]
 pub fn rfft_merge(x: &mut [Complex<f32>], tw: &[Complex<f32>]) {
+    rfft_merge_on(isa(), x, tw)
+}
+
+/// [`rfft_merge`] on a given instruction set.
+pub fn rfft_merge_on(isa: Isa, x: &mut [Complex<f32>], tw: &[Complex<f32>]) {
     check(x.len(), tw.len());
     #[cfg(target_arch = "x86_64")]
-    let k = x86::merge(x, tw);
+    let k = x86::merge(isa, x, tw);
     #[cfg(not(target_arch = "x86_64"))]
-    let k = 1;
+    let k = {
+        let _ = isa;
+        1
+    };
     merge_from(x, tw, k);
     merge_ends(x);
 }
@@ -114,14 +134,15 @@ fn merge_ends<T: Float>(x: &mut [Complex<T>]) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::Isa;
     use num_complex::Complex;
     use std::arch::x86_64::*;
 
     /// The vector loop of the split pass over the blocks `k … k + 3` with `k + 4 ≤ ⌈m/2⌉`
     /// (their mirrors `m − k − 3 … m − k` do not overlap them); the first `k` left for the scalar
     /// loop (1 without AVX2 + FMA).
-    pub(super) fn split(z: &mut [Complex<f32>], tw: &[Complex<f32>]) -> usize {
-        if !vector() {
+    pub(super) fn split(isa: Isa, z: &mut [Complex<f32>], tw: &[Complex<f32>]) -> usize {
+        if !vector(isa) {
             return 1;
         }
         // SAFETY: the dispatched instruction set runs only where its features were detected
@@ -129,20 +150,18 @@ mod x86 {
     }
 
     /// The vector loop of the merge pass (see [`split`]).
-    pub(super) fn merge(x: &mut [Complex<f32>], tw: &[Complex<f32>]) -> usize {
-        if !vector() {
+    pub(super) fn merge(isa: Isa, x: &mut [Complex<f32>], tw: &[Complex<f32>]) -> usize {
+        if !vector(isa) {
             return 1;
         }
         // SAFETY: as in `split`
         unsafe { run::<true>(x, tw) }
     }
 
-    /// Whether the dispatched instruction set ([`super::super::isa`]) has AVX2 and FMA.
-    fn vector() -> bool {
-        matches!(
-            super::super::isa(),
-            super::super::Isa::Avx2 | super::super::Isa::Avx512
-        )
+    /// Whether `isa` has AVX2 and FMA (an [`Isa`] other than the portable one is only ever chosen
+    /// where the CPU runs it).
+    fn vector(isa: Isa) -> bool {
+        matches!(isa, Isa::Avx2 | Isa::Avx512) && isa.supported()
     }
 
     /// 4 interleaved complex values in reverse order.
@@ -219,5 +238,65 @@ mod x86 {
             k += 4;
         }
         k
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The f32 passes on every instruction set this CPU runs equal the f64 scalar passes (which
+    /// `engine::rfft`'s test holds to the DFT's definition) on the same input: every m from 1 to 40
+    /// (the vector loop's remainders 0–3, odd and even m) and 512, 784.
+    #[test]
+    fn split_and_merge_on_every_isa_equal_the_f64_passes() {
+        let val = |i: usize, seed: usize| {
+            let v = (i as u64)
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(seed as u64 * 40_503);
+            (v % 20_000) as f64 / 10_000.0 - 1.0
+        };
+        for m in (1..=40).chain([512, 784]) {
+            let n = 2 * m;
+            let tw64: Vec<Complex<f64>> = (0..=m / 2)
+                .map(|k| {
+                    let a = -2.0 * std::f64::consts::PI * k as f64 / n as f64;
+                    Complex::new(a.cos(), a.sin())
+                })
+                .collect();
+            let tw32: Vec<Complex<f32>> = tw64
+                .iter()
+                .map(|c| Complex::new(c.re as f32, c.im as f32))
+                .collect();
+            let z64: Vec<Complex<f64>> = (0..=m)
+                .map(|k| Complex::new(val(k, m), val(k, m + 1)))
+                .collect();
+            let z32: Vec<Complex<f32>> = z64
+                .iter()
+                .map(|c| Complex::new(c.re as f32, c.im as f32))
+                .collect();
+            for merge in [false, true] {
+                let mut want = z64.clone();
+                if merge {
+                    rfft_merge_generic(&mut want, &tw64);
+                } else {
+                    rfft_split_generic(&mut want, &tw64);
+                }
+                for isa in Isa::available() {
+                    let mut got = z32.clone();
+                    if merge {
+                        rfft_merge_on(isa, &mut got, &tw32);
+                    } else {
+                        rfft_split_on(isa, &mut got, &tw32);
+                    }
+                    // the merge leaves bin m as it was (its Im is not part of the result)
+                    let bins = if merge { m } else { m + 1 };
+                    for k in 0..bins {
+                        let d = Complex::new(got[k].re as f64, got[k].im as f64) - want[k];
+                        assert!(d.norm() < 1e-5, "{isa} m={m} merge={merge} bin {k}: {d}");
+                    }
+                }
+            }
+        }
     }
 }
