@@ -8,6 +8,27 @@ use std::fmt::{Debug, Display};
 use std::iter::Sum;
 use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
 
+/// `y [B, rows] = x [B, cols] Ŵᵀ + bias` with `Ŵ[r, j] = get(r, j)` (half-precision weights read
+/// as f32), the portable loops of the half products for any element type.
+fn half_product<T: Float>(
+    get: impl Fn(usize, usize) -> f32,
+    rows: usize,
+    cols: usize,
+    bias: Option<&[T]>,
+    x: &[T],
+    y: &mut [T],
+) {
+    for (xb, yb) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
+        for (r, yv) in yb.iter_mut().enumerate() {
+            let mut acc = bias.map_or(T::zero(), |b| b[r]);
+            for (j, xv) in xb.iter().enumerate() {
+                acc += T::of(get(r, j) as f64) * *xv;
+            }
+            *yv = acc;
+        }
+    }
+}
+
 /// A floating-point element type the engine runs in (`f32` or `f64`).
 pub trait Float:
     num_traits::Float
@@ -95,31 +116,13 @@ pub trait Float:
     /// with the rounded weights (f32: the SIMD layer, f32 arithmetic; others: portable loops).
     #[inline]
     fn packed_gemv_half(p: &simd::PackedHalf, bias: Option<&[Self]>, x: &[Self], y: &mut [Self]) {
-        let (rows, cols) = (p.rows(), p.cols());
-        for (xb, yb) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
-            for (r, yv) in yb.iter_mut().enumerate() {
-                let mut acc = bias.map_or(Self::zero(), |b| b[r]);
-                for (j, xv) in xb.iter().enumerate() {
-                    acc += Self::of(p.get(r, j) as f64) * *xv;
-                }
-                *yv = acc;
-            }
-        }
+        half_product(|r, j| p.get(r, j), p.rows(), p.cols(), bias, x, y)
     }
     /// [`Float::lane_gemm`] on weights stored as bf16/f16 ([`simd::LanePanelsHalf`]): the product
     /// with the rounded weights (f32: the SIMD layer; others: portable loops).
     #[inline]
     fn lane_gemm_half(p: &simd::LanePanelsHalf, bias: Option<&[Self]>, x: &[Self], y: &mut [Self]) {
-        let (rows, cols) = (p.rows(), p.cols());
-        for (xb, yb) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
-            for (r, yv) in yb.iter_mut().enumerate() {
-                let mut acc = bias.map_or(Self::zero(), |b| b[r]);
-                for (j, xv) in xb.iter().enumerate() {
-                    acc += Self::of(p.get(r, j) as f64) * *xv;
-                }
-                *yv = acc;
-            }
-        }
+        half_product(|r, j| p.get(r, j), p.rows(), p.cols(), bias, x, y)
     }
     /// One step of B streams of H channels of M diagonal complex modes with `B̄` folded into the
     /// readout ([`simd::diag_steps`]), channels interleaved in blocks of 16: `c = [Re Ā, Im Ā,

@@ -146,12 +146,7 @@ fn as_reals<T: Float>(z: &mut [Complex<T>]) -> &mut [T] {
 mod tests {
     use super::*;
 
-    fn val(i: usize, seed: usize) -> f64 {
-        let v = (i as u64)
-            .wrapping_mul(2_654_435_761)
-            .wrapping_add(seed as u64 * 40_503);
-        (v % 20_000) as f64 / 10_000.0 - 1.0
-    }
+    use crate::engine::simd::test_value as val;
 
     /// The DFT by its definition, in f64.
     fn dft(x: &[f64], n: usize) -> Vec<Complex<f64>> {

@@ -713,12 +713,7 @@ mod tests {
     /// (shapes around the 16-column chunks, the 4-row blocks and the 512-column segments).
     #[test]
     fn half_gemv_on_every_isa_is_the_product_with_the_rounded_weights() {
-        let val = |i: usize, seed: usize| {
-            let v = (i as u32)
-                .wrapping_mul(2_654_435_761)
-                .wrapping_add(seed as u32 * 40_503);
-            (v % 20_000) as f32 / 10_000.0 - 1.0
-        };
+        let val = |i: usize, seed: usize| crate::engine::simd::test_value(i, seed) as f32;
         for kind in [Half::Bf16, Half::F16] {
             for (rows, cols) in [
                 (1, 1),
@@ -770,12 +765,7 @@ mod tests {
     /// `xᵀ`, batches around the chunk widths (8, 16, 32 streams) and their remainders.
     #[test]
     fn half_lane_gemm_on_every_isa_is_the_product_with_the_rounded_weights() {
-        let val = |i: usize, seed: usize| {
-            let v = (i as u32)
-                .wrapping_mul(2_654_435_761)
-                .wrapping_add(seed as u32 * 40_503);
-            (v % 20_000) as f32 / 10_000.0 - 1.0
-        };
+        let val = |i: usize, seed: usize| crate::engine::simd::test_value(i, seed) as f32;
         for kind in [Half::Bf16, Half::F16] {
             for (rows, cols) in [(1, 1), (5, 7), (6, 256), (7, 257), (13, 300), (512, 256)] {
                 let w: Vec<f32> = (0..rows * cols).map(|i| val(i, 1) * 3.0).collect();

@@ -270,6 +270,16 @@ pub(crate) fn fma<S: Simd>(s: S, a: S::f32s, b: S::f32s, c: S::f32s) -> S::f32s 
     }
 }
 
+/// Deterministic test values in [−1, 1) (a multiplicative hash of `i` and `seed`), shared by the
+/// kernels' tests.
+#[cfg(test)]
+pub(crate) fn test_value(i: usize, seed: usize) -> f64 {
+    let v = (i as u64)
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(seed as u64 * 40_503);
+    (v % 20_000) as f64 / 10_000.0 - 1.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -250,12 +250,7 @@ mod tests {
     /// (the vector loop's remainders 0–3, odd and even m) and 512, 784.
     #[test]
     fn split_and_merge_on_every_isa_equal_the_f64_passes() {
-        let val = |i: usize, seed: usize| {
-            let v = (i as u64)
-                .wrapping_mul(2_654_435_761)
-                .wrapping_add(seed as u64 * 40_503);
-            (v % 20_000) as f64 / 10_000.0 - 1.0
-        };
+        let val = crate::engine::simd::test_value;
         for m in (1..=40).chain([512, 784]) {
             let n = 2 * m;
             let tw64: Vec<Complex<f64>> = (0..=m / 2)
